@@ -1,0 +1,42 @@
+"""Assembly of the Qimen callback: the dispatcher with every Qimen method we serve, from settings."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from .clock import Clock, system_clock
+from .fulfillment_service import register_fulfillment_create
+from .fulfillment_store import FulfillmentStore
+from .qimen import QimenDispatcher
+from .settings import Settings, load_settings
+
+__all__ = ["build_qimen_dispatcher", "raw_body"]
+
+
+def build_qimen_dispatcher(settings: Settings | None = None, clock: Clock = system_clock) -> QimenDispatcher:
+    """A dispatcher for every Qimen method this deployment serves. Cheap: build one per invocation so a
+    rotated secret (cached by Powertools parameters for its max age) is picked up without a cold start."""
+    settings = settings or load_settings()
+    dispatcher = QimenDispatcher(
+        settings.require("qimen_app_secret"),
+        timestamp_window_s=settings.qimen_timestamp_window_s,
+        max_body_bytes=settings.qimen_max_body_bytes,
+        clock=clock,
+    )
+    store = FulfillmentStore(
+        settings.require("fulfillment_table"),
+        settings.require("inventory_table"),
+        retention_days=settings.order_retention_days,
+    )
+    register_fulfillment_create(dispatcher, store, clock)
+    return dispatcher
+
+
+def raw_body(event: Mapping[str, Any]) -> bytes:
+    """The body bytes exactly as the caller sent them (API Gateway base64-encodes non-text bodies)."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return base64.b64decode(body)
+    return body.encode("utf-8")

@@ -1,0 +1,22 @@
+"""Pydantic models of the four platform APIs, one module per API, each with its ``METHOD`` constant.
+
+Outbound TOP calls: ``writeoff``, ``risk``, ``external_order``. Inbound Qimen call: ``fulfillment``. Several
+modules define a class of the same name (``UserInfo``, ``ItemInfo``), so import them through their module.
+"""
+
+from __future__ import annotations
+
+from . import common, external_order, fulfillment, risk, writeoff
+from .common import InboundModel, Int64, OutboundModel, PlatformDateTime
+
+__all__ = [
+    "InboundModel",
+    "Int64",
+    "OutboundModel",
+    "PlatformDateTime",
+    "common",
+    "external_order",
+    "fulfillment",
+    "risk",
+    "writeoff",
+]

@@ -1,0 +1,161 @@
+"""Settings from the environment and Secrets Manager.
+
+Every environment variable name is a constant here. An explicit environment variable beats the secret;
+the secret (JSON, fetched through Powertools parameters and cached) beats the local defaults, which apply
+only when ``BRIDGE_ENV=local`` so a misconfigured deployment fails loudly instead of signing with a
+well-known key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+from .signing import SignMethod
+
+__all__ = ["ENV", "LOCAL_DEFAULTS", "SECRET_KEYS", "Settings", "load_settings"]
+
+
+class ENV:
+    """Names of the environment variables the package reads."""
+
+    BRIDGE_ENV = "BRIDGE_ENV"  # "local" on a laptop, "aws" in Lambda
+    BRIDGE_SECRET_ID = "BRIDGE_SECRET_ID"  # Secrets Manager id/ARN of the JSON secret
+    SECRET_MAX_AGE_S = "BRIDGE_SECRET_MAX_AGE_S"
+    QIMEN_APP_SECRET = "QIMEN_APP_SECRET"
+    TOP_APP_KEY = "TOP_APP_KEY"
+    TOP_APP_SECRET = "TOP_APP_SECRET"
+    TOP_SESSION_KEY = "TOP_SESSION_KEY"
+    TOP_GATEWAY_URL = "TOP_GATEWAY_URL"
+    TOP_SIGN_METHOD = "TOP_SIGN_METHOD"
+    FULFILLMENT_TABLE = "FULFILLMENT_TABLE"
+    INVENTORY_TABLE = "INVENTORY_TABLE"
+    QIMEN_TIMESTAMP_WINDOW_S = "QIMEN_TIMESTAMP_WINDOW_S"
+    QIMEN_MAX_BODY_BYTES = "QIMEN_MAX_BODY_BYTES"
+    ORDER_RETENTION_DAYS = "ORDER_RETENTION_DAYS"
+
+
+# Keys of the JSON object in the Secrets Manager secret, by the environment variable they stand for.
+SECRET_KEYS = {
+    ENV.QIMEN_APP_SECRET: "qimen_app_secret",
+    ENV.TOP_APP_KEY: "top_app_key",
+    ENV.TOP_APP_SECRET: "top_app_secret",
+    ENV.TOP_SESSION_KEY: "top_session_key",
+}
+
+PRODUCTION_GATEWAY = "https://eco.taobao.com/router/rest"
+
+# Used only with BRIDGE_ENV=local: the local stack, its TOP sandbox and the sample events share them.
+LOCAL_DEFAULTS: Mapping[str, str] = {
+    ENV.QIMEN_APP_SECRET: "local-qimen-app-secret",
+    ENV.TOP_APP_KEY: "12345678",
+    ENV.TOP_APP_SECRET: "local-top-app-secret",
+    ENV.TOP_SESSION_KEY: "local-top-session-key",
+    ENV.TOP_GATEWAY_URL: "http://127.0.0.1:3001/router/rest",
+    ENV.FULFILLMENT_TABLE: "FulfillmentOrdersTable",
+    ENV.INVENTORY_TABLE: "InventoryTable",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the functions need, resolved once per container (secrets re-read after their max age)."""
+
+    is_local: bool
+    qimen_app_secret: str
+    top_app_key: str
+    top_app_secret: str
+    top_session_key: str
+    top_gateway_url: str
+    top_sign_method: SignMethod
+    fulfillment_table: str
+    inventory_table: str
+    qimen_timestamp_window_s: int = 300
+    qimen_max_body_bytes: int = 256 * 1024
+    order_retention_days: int = 180
+
+    def require(self, field: str) -> str:
+        """The value of a string setting, or ``ConfigurationError`` naming where it comes from."""
+        found = getattr(self, field)
+        if not found:
+            env_name = field.upper()
+            where = f" or key {SECRET_KEYS[env_name]!r} of the secret" if env_name in SECRET_KEYS else ""
+            raise ConfigurationError(f"setting {env_name}{where} is missing")
+        return str(found)
+
+    def __repr__(self) -> str:  # secrets never reach a log line through repr()
+        return (
+            f"Settings(is_local={self.is_local}, top_app_key={self.top_app_key!r}, "
+            f"top_gateway_url={self.top_gateway_url!r}, fulfillment_table={self.fulfillment_table!r}, "
+            f"inventory_table={self.inventory_table!r})"
+        )
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _secret_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    secret_id = environ.get(ENV.BRIDGE_SECRET_ID, "").strip()
+    if not secret_id:
+        return {}
+    from aws_lambda_powertools.utilities import parameters  # imported here: only deployed stacks need it
+
+    max_age = _int(environ, ENV.SECRET_MAX_AGE_S, 300)
+    try:
+        value = parameters.get_secret(secret_id, transform="json", max_age=max_age)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigurationError(f"cannot read secret {secret_id!r}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"secret {secret_id!r} must hold a JSON object")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings: environment variable, then the secret, then (local only) the documented defaults."""
+    env = os.environ if environ is None else environ
+    is_local = env.get(ENV.BRIDGE_ENV, "").strip().lower() == "local"
+    secret = _secret_values(env)
+
+    def value(name: str) -> str:
+        # Missing values stay empty here: each function checks what it needs with Settings.require().
+        found = env.get(name, "").strip()
+        if not found and name in SECRET_KEYS:
+            found = str(secret.get(SECRET_KEYS[name]) or "").strip()
+        if not found and is_local:
+            found = LOCAL_DEFAULTS.get(name, "")
+        return found
+
+    sign_method_text = env.get(ENV.TOP_SIGN_METHOD, "").strip() or SignMethod.HMAC_SHA256.value
+    try:
+        sign_method = SignMethod(sign_method_text)
+    except ValueError:
+        allowed = ", ".join(m.value for m in SignMethod)
+        raise ConfigurationError(f"{ENV.TOP_SIGN_METHOD} must be one of {allowed}, got {sign_method_text!r}") from None
+
+    return Settings(
+        is_local=is_local,
+        qimen_app_secret=value(ENV.QIMEN_APP_SECRET),
+        top_app_key=value(ENV.TOP_APP_KEY),
+        top_app_secret=value(ENV.TOP_APP_SECRET),
+        top_session_key=value(ENV.TOP_SESSION_KEY),
+        top_gateway_url=value(ENV.TOP_GATEWAY_URL) or PRODUCTION_GATEWAY,
+        top_sign_method=sign_method,
+        fulfillment_table=value(ENV.FULFILLMENT_TABLE),
+        inventory_table=value(ENV.INVENTORY_TABLE),
+        qimen_timestamp_window_s=_int(env, ENV.QIMEN_TIMESTAMP_WINDOW_S, 300),
+        qimen_max_body_bytes=_int(env, ENV.QIMEN_MAX_BODY_BYTES, 256 * 1024, minimum=1),
+        order_retention_days=_int(env, ENV.ORDER_RETENTION_DAYS, 180, minimum=1),
+    )
