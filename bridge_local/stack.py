@@ -207,7 +207,7 @@ class LocalStack:
             pass
 
         Handler.stack = stack
-        self._http = ThreadingHTTPServer((self.config.host, self.config.port), Handler)
+        self._http = _ApiServer((self.config.host, self.config.port), Handler)
         self._http.daemon_threads = True
         self._spawn("http", self._http.serve_forever)
 
@@ -269,6 +269,12 @@ class LocalStack:
             return 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
         status, out_headers, out_body = apigw.response_to_http(result)
         return status, out_headers, out_body
+
+
+class _ApiServer(ThreadingHTTPServer):
+    # The default backlog of 5 resets connections when the platform retries in a burst.
+    request_queue_size = 128
+    daemon_threads = True
 
 
 class _ApiHandler(BaseHTTPRequestHandler):

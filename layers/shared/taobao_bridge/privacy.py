@@ -28,12 +28,18 @@ PERSONAL_FIELDS = (
     "user_name",
 )
 
+# Absent fields are the normal case; Powertools warns about each one. A module-level filter rather than
+# warnings.catch_warnings(), which is not thread-safe (the local stack serves requests concurrently).
+warnings.filterwarnings(
+    "ignore",
+    message=r"(No matches found for path|Field or expression)",
+    category=UserWarning,
+    module=r"aws_lambda_powertools\.utilities\.data_masking",
+)
 _masker = DataMasking(raise_on_missing_field=False)
 _PATHS = [f"$..{name}" for name in PERSONAL_FIELDS]
 
 
 def mask_personal_data(data: Any) -> Any:
     """A copy of ``data`` (dicts and lists) with every personal field replaced by ``*****``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "No matches found for path" for absent fields
-        return _masker.erase(data, fields=_PATHS)
+    return _masker.erase(data, fields=_PATHS)

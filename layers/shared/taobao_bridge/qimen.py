@@ -27,7 +27,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from .clock import Clock, parse_platform_time, system_clock
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 logger = Logger(child=True)
+metrics = Metrics()
 
 # Exactly as the Qimen console checks it before publishing the API (seed 003, 验签示例): key order and the
 # string "false" included.
@@ -134,6 +136,14 @@ class QimenDispatcher:
         self._handlers[method] = handler
 
     def dispatch(self, raw_query: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        result = self._dispatch(raw_query, headers, body)
+        if result.get("biz_result") != "success":
+            code = str(result.get("biz_error_code"))
+            name = "QimenSignatureRejected" if code == SIGN_CHECK_FAILURE["biz_error_code"] else "QimenCallRejected"
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        return result
+
+    def _dispatch(self, raw_query: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         if len(body) > self.max_body_bytes:
             return answer(
                 code=QimenAnswerCode.BODY_TOO_LARGE,
