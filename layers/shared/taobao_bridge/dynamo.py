@@ -10,7 +10,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 
-__all__ = ["dynamodb_client", "from_item", "to_item"]
+__all__ = ["RequestCounter", "dynamodb_client", "from_item", "to_item"]
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -46,3 +46,24 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+class RequestCounter:
+    """Counts the DynamoDB requests a client sends, by operation (benchmarks report counted figures)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def attach(self, client: Any) -> Any:
+        client.meta.events.register("before-call.dynamodb", self._count)
+        return client
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] = self.counts.get(model.name, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def reset(self) -> None:
+        self.counts.clear()
