@@ -108,6 +108,23 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intake(args: argparse.Namespace) -> int:
+    from .intake_client import IntakeClient, ReadError, read_records, resolve_kind
+
+    try:
+        spec = resolve_kind(args.kind)
+        records = read_records(args.file, spec.kind)
+    except (ReadError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not records:
+        print(f"error: {args.file} holds no records", file=sys.stderr)
+        return 1
+    summary = IntakeClient(args.url).submit(spec.kind, records, chunk_size=args.chunk_size)
+    print("\n".join(summary.lines()))
+    return 0 if summary.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge_local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--endpoint", default=f"http://127.0.0.1:{os.environ.get('DYNAMODB_PORT', '8000')}")
     cap.add_argument("--table", default=LOCAL_DEFAULTS[ENV.INVENTORY_TABLE])
     cap.set_defaults(func=cmd_capacity)
+
+    intake = sub.add_parser("intake", help="submit the records of a .jsonl or .csv file to the intake API")
+    intake.add_argument("kind", help="writeoffs, risk-records or external-orders")
+    intake.add_argument("file", help=".jsonl (one JSON object per line) or .csv (header = field names)")
+    intake.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '3000')}", help="API base URL")
+    intake.add_argument("--chunk-size", type=int, default=1000, help="records per request (at most 1000)")
+    intake.set_defaults(func=cmd_intake)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")

@@ -160,6 +160,9 @@ class LocalStack:
     def _start_dynamodb(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from . import moto_fixes
+
+        moto_fixes.apply()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per DynamoDB request otherwise
         self._moto = ThreadedMotoServer(ip_address=self.config.host, port=self.config.dynamodb_port, verbose=False)
         self._moto.start()
@@ -212,30 +215,39 @@ class LocalStack:
         self._spawn("http", self._http.serve_forever)
 
     def _start_schedules(self) -> None:
-        for schedule in self.schedules:
-            self._spawn(f"schedule-{schedule.function_id}", lambda s=schedule: self._run_schedule(s))
+        # One thread runs the schedules one after another: in Lambda each function has its own process, here
+        # they share Powertools' logger and metrics state, which concurrent runs would mix up.
+        self._spawn("schedules", self._run_schedules)
 
-    def _run_schedule(self, schedule: Any) -> None:
+    def _run_schedules(self) -> None:
+        while not self._stopping.wait(self.config.sync_interval_s):
+            for schedule in self.schedules:
+                if self._stopping.is_set():
+                    return
+                self.run_schedule_once(schedule)
+
+    def run_schedule_once(self, schedule: Any) -> Any:
+        """Invoke one scheduled function as EventBridge Scheduler would; returns its result (None if it raised)."""
         handler = load_handler(PROJECT_ROOT, schedule.code_uri, schedule.handler)
-        interval = self.config.sync_interval_s
-        while not self._stopping.wait(interval):
-            event = {
-                "version": "0",
-                "id": f"local-{time.time_ns()}",
-                "detail-type": "Scheduled Event",
-                "source": "aws.scheduler",
-                "account": "123456789012",
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "region": LOCAL_ENVIRONMENT["AWS_REGION"],
-                "resources": [f"local:{schedule.function_id}"],
-                "detail": {},
-            }
-            context = apigw.lambda_context(schedule.function_id, schedule.timeout_s, schedule.memory_mb)
-            try:
-                result = handler(event, context)
-                log.info("%s ran: %s", schedule.function_id, json.dumps(result, default=str)[:300])
-            except Exception:
-                log.exception("%s failed", schedule.function_id)
+        event = {
+            "version": "0",
+            "id": f"local-{time.time_ns()}",
+            "detail-type": "Scheduled Event",
+            "source": "aws.scheduler",
+            "account": "123456789012",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": LOCAL_ENVIRONMENT["AWS_REGION"],
+            "resources": [f"local:{schedule.function_id}"],
+            "detail": {},
+        }
+        context = apigw.lambda_context(schedule.function_id, schedule.timeout_s, schedule.memory_mb)
+        try:
+            result = handler(event, context)
+        except Exception:
+            log.exception("%s failed", schedule.function_id)
+            return None
+        log.info("%s ran: %s", schedule.function_id, json.dumps(result, default=str)[:300])
+        return result
 
     def _spawn(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

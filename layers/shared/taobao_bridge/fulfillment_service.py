@@ -26,11 +26,12 @@ from .qimen import (
     describe_validation_error,
     parse_json_object,
 )
+from .settings import metrics_namespace
 
 __all__ = ["FulfillmentCreate", "register_fulfillment_create"]
 
 logger = Logger(child=True)
-metrics = Metrics()
+metrics = Metrics(namespace=metrics_namespace())
 
 
 def payload_fingerprint(request: FulfillmentCreateRequest) -> str:

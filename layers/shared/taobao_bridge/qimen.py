@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from .clock import Clock, parse_platform_time, system_clock
 from .jsonutil import DuplicateKeyError, loads_strict
+from .settings import metrics_namespace
 from .signing import qimen_canonical_text, verify_qimen_signature
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 logger = Logger(child=True)
-metrics = Metrics()
+metrics = Metrics(namespace=metrics_namespace())
 
 # Exactly as the Qimen console checks it before publishing the API (seed 003, 验签示例): key order and the
 # string "false" included.

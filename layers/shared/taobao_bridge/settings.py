@@ -16,7 +16,14 @@ from typing import Any
 from .errors import ConfigurationError
 from .signing import SignMethod
 
-__all__ = ["ENV", "LOCAL_DEFAULTS", "SECRET_KEYS", "Settings", "load_settings"]
+__all__ = [
+    "ENV",
+    "LOCAL_DEFAULTS",
+    "SECRET_KEYS",
+    "Settings",
+    "load_settings",
+    "metrics_namespace",
+]
 
 
 class ENV:
@@ -36,6 +43,23 @@ class ENV:
     QIMEN_TIMESTAMP_WINDOW_S = "QIMEN_TIMESTAMP_WINDOW_S"
     QIMEN_MAX_BODY_BYTES = "QIMEN_MAX_BODY_BYTES"
     ORDER_RETENTION_DAYS = "ORDER_RETENTION_DAYS"
+    OUTBOX_TABLE = "OUTBOX_TABLE"
+    OUTBOX_RETENTION_DAYS = "OUTBOX_RETENTION_DAYS"  # how long settled records keep their outcome
+    SYNC_MAX_ATTEMPTS = "SYNC_MAX_ATTEMPTS"  # transient failures before a record is settled dead
+    SYNC_RETRY_BASE_S = "SYNC_RETRY_BASE_S"  # first retry delay of a record; doubles per attempt
+    SYNC_DEADLINE_MARGIN_S = "SYNC_DEADLINE_MARGIN_S"  # no new TOP call with less Lambda time left
+    SYNC_EXTERNAL_CONCURRENCY = "SYNC_EXTERNAL_CONCURRENCY"  # external orders in flight at once
+    SYNC_SESSION_RECHECK_S = "SYNC_SESSION_RECHECK_S"  # a paused risk flow probes the same session again
+
+
+DEFAULT_METRICS_NAMESPACE = "TaobaoBridge"
+
+
+def metrics_namespace() -> str:
+    """The CloudWatch namespace for package-level Powertools Metrics: POWERTOOLS_METRICS_NAMESPACE when set
+    (the template sets it), else the default. Package modules pass it explicitly because they may be imported
+    before the environment is complete (tests, the local stack), and Powertools reads it only at creation."""
+    return os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
 
 
 # Keys of the JSON object in the Secrets Manager secret, by the environment variable they stand for.
@@ -57,6 +81,7 @@ LOCAL_DEFAULTS: Mapping[str, str] = {
     ENV.TOP_GATEWAY_URL: "http://127.0.0.1:3001/router/rest",
     ENV.FULFILLMENT_TABLE: "FulfillmentOrdersTable",
     ENV.INVENTORY_TABLE: "InventoryTable",
+    ENV.OUTBOX_TABLE: "OutboxTable",
 }
 
 
@@ -76,6 +101,13 @@ class Settings:
     qimen_timestamp_window_s: int = 300
     qimen_max_body_bytes: int = 256 * 1024
     order_retention_days: int = 180
+    outbox_table: str = ""
+    outbox_retention_days: int = 30
+    sync_max_attempts: int = 8
+    sync_retry_base_s: int = 30
+    sync_deadline_margin_s: int = 15
+    sync_external_concurrency: int = 4
+    sync_session_recheck_s: int = 3600
 
     def require(self, field: str) -> str:
         """The value of a string setting, or ``ConfigurationError`` naming where it comes from."""
@@ -158,4 +190,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         qimen_timestamp_window_s=_int(env, ENV.QIMEN_TIMESTAMP_WINDOW_S, 300),
         qimen_max_body_bytes=_int(env, ENV.QIMEN_MAX_BODY_BYTES, 256 * 1024, minimum=1),
         order_retention_days=_int(env, ENV.ORDER_RETENTION_DAYS, 180, minimum=1),
+        outbox_table=value(ENV.OUTBOX_TABLE),
+        outbox_retention_days=_int(env, ENV.OUTBOX_RETENTION_DAYS, 30, minimum=1),
+        sync_max_attempts=_int(env, ENV.SYNC_MAX_ATTEMPTS, 8, minimum=1),
+        sync_retry_base_s=_int(env, ENV.SYNC_RETRY_BASE_S, 30, minimum=1),
+        sync_deadline_margin_s=_int(env, ENV.SYNC_DEADLINE_MARGIN_S, 15, minimum=1),
+        sync_external_concurrency=_int(env, ENV.SYNC_EXTERNAL_CONCURRENCY, 4, minimum=1),
+        sync_session_recheck_s=_int(env, ENV.SYNC_SESSION_RECHECK_S, 3600, minimum=1),
     )

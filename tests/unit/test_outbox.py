@@ -1,0 +1,635 @@
+"""The outbox store against moto over HTTP, with the DynamoDB requests it sends counted and inspected.
+
+moto is more lenient than DynamoDB (it takes 26 puts in a batch write, more than 4 MB in a transaction):
+the limits are checked here on the requests our code builds, not on what moto lets through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.server import ThreadedMotoServer
+
+from bridge_local import moto_fixes
+from bridge_local.template import create_local_tables, load_template
+from taobao_bridge import outbox as outbox_module
+from taobao_bridge.dynamo import RequestCounter
+from taobao_bridge.errors import StorageError
+from taobao_bridge.intake import parse_records
+from taobao_bridge.kinds import Kind
+from taobao_bridge.outbox import (
+    MAX_ACCEPT_ITEM_BYTES,
+    MAX_TRANSACT_BYTES,
+    Dead,
+    OutboxRecord,
+    OutboxStore,
+    RecordTooLarge,
+    Retry,
+    Synced,
+    is_still_due,
+    item_size,
+    payload_sha256,
+)
+
+TABLE = "OutboxTable"
+START = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+class FrozenClock:
+    def __init__(self, moment: datetime = START) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self, **delta: float) -> None:
+        self.moment += timedelta(**delta)
+
+    @property
+    def ms(self) -> int:
+        return int(self.moment.timestamp() * 1000)
+
+
+class RequestLog:
+    """The parameters of every request a client sends, by operation name."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        client.meta.events.register("before-parameter-build.dynamodb", self._record)
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.calls.append((model.name, params))
+
+    def of(self, operation: str) -> list[dict[str, Any]]:
+        return [params for name, params in self.calls if name == operation]
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+
+@pytest.fixture(scope="session")
+def endpoint() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    moto_fixes.apply()  # the same moto the local stack runs
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def new_client(endpoint: str) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def client(endpoint: str) -> Any:
+    """A client and a fresh OutboxTable built from template.yaml, so every test starts empty."""
+    client = new_client(endpoint)
+    if TABLE in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=TABLE)
+    create_local_tables(client, load_template())
+    return client
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def counter(client: Any) -> RequestCounter:
+    counter = RequestCounter()
+    counter.attach(client)
+    return counter
+
+
+@pytest.fixture
+def log(client: Any) -> RequestLog:
+    return RequestLog(client)
+
+
+@pytest.fixture
+def store(client: Any, clock: FrozenClock) -> OutboxStore:
+    return OutboxStore(TABLE, client=client, clock=clock, retention_days=30)
+
+
+def writeoff(n: int, **changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "biz_type": 2,
+        "verify_time": "2026-03-01 12:00:00",
+        "tb_store_id": 2343432,
+        "service_status": 2,
+        "service_id": 1111,
+        "service_detail_id": 111223,
+        "tb_biz_order_id": 3_000_000_000 + n,
+        "verify_batch_no": f"B{n}",
+        "user_name": "张三",
+    }
+    record.update(changes)
+    return record
+
+
+def writeoffs(count: int, start: int = 0, **changes: Any) -> list[tuple[str, dict[str, Any]]]:
+    return parse_records(Kind.WRITEOFF, [writeoff(n, **changes) for n in range(start, start + count)])
+
+
+def external_order(idempotent_id: str) -> list[tuple[str, dict[str, Any]]]:
+    return parse_records(Kind.EXTERNAL_ORDER, {"idempotent_id": idempotent_id, "buyer_info": {"user_phone": "130"}})
+
+
+def raw_item(client: Any, pk: str) -> dict[str, Any]:
+    return client.get_item(TableName=TABLE, Key={"pk": {"S": pk}}, ConsistentRead=True)["Item"]
+
+
+# -------------------------------------------------------------------------------------------------- accept
+def test_250_records_are_three_transactions_and_stored_due(
+    store: OutboxStore, counter: RequestCounter, log: RequestLog, clock: FrozenClock
+) -> None:
+    records = writeoffs(250)
+    results = store.accept(Kind.WRITEOFF, records)
+
+    assert counter.counts == {"TransactWriteItems": 3}
+    assert [len(p["TransactItems"]) for p in log.of("TransactWriteItems")] == [100, 100, 50]
+    assert [(r.record_id, r.status, r.state) for r in results] == [(rid, "accepted", "due") for rid, _ in records]
+
+    first = store.get(Kind.WRITEOFF, records[0][0])
+    assert first is not None
+    assert first.payload == records[0][1]
+    assert (first.state, first.attempts, first.due_at) == ("due", 0, clock.ms)
+    assert first.accepted_at == "2026-03-01T04:00:00.000Z"
+
+
+def test_accepting_the_same_records_again_changes_nothing(
+    store: OutboxStore, client: Any, counter: RequestCounter, clock: FrozenClock
+) -> None:
+    records = writeoffs(250)
+    store.accept(Kind.WRITEOFF, records)
+    before = raw_item(client, f"writeoff#{records[7][0]}")
+    clock.advance(minutes=5)
+    counter.reset()
+
+    # Re-serialised by the caller with another key order: still the same content.
+    reordered = [(rid, dict(reversed(list(payload.items())))) for rid, payload in records]
+    results = store.accept(Kind.WRITEOFF, reordered)
+
+    assert {(r.status, r.state) for r in results} == {("duplicate", "due")}
+    assert counter.counts == {"TransactWriteItems": 3}  # each chunk is cancelled whole; nothing is left to retry
+    assert raw_item(client, f"writeoff#{records[7][0]}") == before
+
+
+def test_changed_content_under_a_stored_key_is_a_conflict(
+    store: OutboxStore, client: Any, counter: RequestCounter
+) -> None:
+    store.accept(Kind.WRITEOFF, writeoffs(5))
+    before = raw_item(client, f"writeoff#{writeoffs(1, start=2)[0][0]}")
+    counter.reset()
+
+    batch = writeoffs(5) + writeoffs(3, start=5)  # five stored, three new
+    batch[2] = (batch[2][0], {**batch[2][1], "service_status": 3})
+    results = store.accept(Kind.WRITEOFF, batch)
+
+    assert [r.status for r in results] == ["duplicate"] * 2 + ["conflict"] + ["duplicate"] * 2 + ["accepted"] * 3
+    # One transaction met the existing keys and was cancelled; the retry without them committed.
+    assert counter.counts == {"TransactWriteItems": 2}
+    assert results[2].state is None
+    assert raw_item(client, f"writeoff#{batch[2][0]}") == before
+
+
+def test_the_same_key_twice_in_one_call(store: OutboxStore) -> None:
+    (one,) = writeoffs(1)
+    changed = (one[0], {**one[1], "service_status": 3})
+    results = store.accept(Kind.WRITEOFF, [one, one, changed])
+    assert [(r.status, r.state) for r in results] == [("accepted", "due"), ("duplicate", "due"), ("conflict", None)]
+
+    # When the first occurrence conflicts with what is stored, a later one equal to the stored content is
+    # a duplicate: each occurrence is compared with what is stored.
+    results = store.accept(Kind.WRITEOFF, [changed, one])
+    assert [r.status for r in results] == ["conflict", "duplicate"]
+
+
+def test_a_record_over_the_item_limit_refuses_the_call_before_any_write(
+    store: OutboxStore, counter: RequestCounter
+) -> None:
+    small = writeoffs(3)
+    (large,) = writeoffs(1, start=3, service_sku_name="x" * MAX_ACCEPT_ITEM_BYTES)
+    with pytest.raises(RecordTooLarge) as caught:
+        store.accept(Kind.WRITEOFF, [*small, large])
+
+    assert caught.value.record_id == large[0]
+    assert caught.value.size > MAX_ACCEPT_ITEM_BYTES
+    assert large[0] in str(caught.value) and str(caught.value.size) in str(caught.value)
+    assert counter.total == 0
+    assert store.get(Kind.WRITEOFF, small[0][0]) is None
+
+
+def test_a_record_just_under_the_limit_is_stored_and_can_be_settled(store: OutboxStore) -> None:
+    (probe,) = writeoffs(1, service_sku_name="")
+    overhead = item_size(_accepted_item(probe))
+    (large,) = writeoffs(1, service_sku_name="x" * (MAX_ACCEPT_ITEM_BYTES - overhead))
+    assert item_size(_accepted_item(large)) == MAX_ACCEPT_ITEM_BYTES
+
+    (result,) = store.accept(Kind.WRITEOFF, [large])
+    assert result.status == "accepted"
+    record = store.get(Kind.WRITEOFF, large[0])
+    assert record is not None
+    store.settle([Synced(record, {"result": {"success": True, "data": "x" * 100_000}})])  # the answer is cut
+    settled = store.get(Kind.WRITEOFF, large[0])
+    assert settled is not None and settled.state == "synced"
+    assert settled.platform_answer is not None and settled.platform_answer.endswith("[truncated]")
+
+
+def _accepted_item(record: tuple[str, dict[str, Any]], due_at: int = 1772337600000) -> dict[str, Any]:
+    from taobao_bridge.dynamo import to_item
+    from taobao_bridge.jsonutil import dumps
+
+    record_id, payload = record
+    return to_item(
+        {
+            "pk": f"writeoff#{record_id}",
+            "kind": "writeoff",
+            "record_id": record_id,
+            "payload": dumps(payload),
+            "payload_sha256": payload_sha256(payload),
+            "state": "due",
+            "attempts": 0,
+            "accepted_at": "2026-03-01T04:00:00.000Z",
+            "due_kind": "writeoff",
+            "due_at": due_at,
+        }
+    )
+
+
+def test_transactions_stay_under_4_mb_even_when_moto_would_take_more(
+    store: OutboxStore, counter: RequestCounter, log: RequestLog
+) -> None:
+    records = writeoffs(20, service_sku_name="y" * 300_000)  # about 6 MB in all
+    results = store.accept(Kind.WRITEOFF, records)
+
+    assert {r.status for r in results} == {"accepted"}
+    sizes = [sum(item_size(a["Put"]["Item"]) for a in p["TransactItems"]) for p in log.of("TransactWriteItems")]
+    assert len(sizes) == 2 and all(size <= MAX_TRANSACT_BYTES for size in sizes), sizes
+    assert counter.counts == {"TransactWriteItems": 2}
+
+
+def test_item_size_counts_as_dynamodb_does() -> None:
+    assert item_size({"pk": {"S": "ab"}}) == 4
+    assert item_size({"ä": {"S": "é"}}) == 4  # UTF-8 bytes, names too
+    assert item_size({"n": {"N": "12345"}}) == 1 + 4  # 1 byte per two significant digits, plus 1
+    assert item_size({"n": {"N": "1000"}}) == 1 + 2  # trailing zeros are not significant
+    assert item_size({"b": {"BOOL": True}, "z": {"NULL": True}}) == 4
+    assert item_size({"m": {"M": {"k": {"S": "v"}}}, "l": {"L": [{"S": "v"}]}}) == (1 + 3 + 1 + 1 + 1) + (1 + 3 + 1 + 1)
+
+
+def test_a_transaction_conflict_is_retried(store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module.time, "sleep", lambda _s: None)
+    real = client.transact_write_items
+    calls = {"n": 0}
+
+    def conflicting_once(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            reasons = [{"Code": "TransactionConflict"}] * len(kwargs["TransactItems"])
+            error = {"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}}
+            raise ClientError({**error, "CancellationReasons": reasons}, "TransactWriteItems")
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", conflicting_once)
+    results = store.accept(Kind.WRITEOFF, writeoffs(3))
+    assert [r.status for r in results] == ["accepted"] * 3
+    assert calls["n"] == 2
+
+
+def test_storage_failures_name_the_operation(client: Any, clock: FrozenClock) -> None:
+    missing = OutboxStore("NoSuchTable", client=client, clock=clock)
+    with pytest.raises(StorageError, match="TransactWriteItems"):
+        missing.accept(Kind.WRITEOFF, writeoffs(1))
+    with pytest.raises(StorageError, match="Query"):
+        missing.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)
+    with pytest.raises(StorageError, match="GetItem"):
+        missing.get(Kind.WRITEOFF, "x")
+
+
+# ----------------------------------------------------------------------------------------------------- due
+def test_due_queries_the_index_and_rereads_never_scanning(
+    store: OutboxStore, counter: RequestCounter, log: RequestLog, clock: FrozenClock
+) -> None:
+    for n in range(5):
+        store.accept(Kind.WRITEOFF, writeoffs(2, start=2 * n))
+        clock.advance(seconds=1)
+    store.accept(Kind.RISK, parse_records(Kind.RISK, [_risk(1)]))
+    counter.reset()
+    log.clear()
+
+    due = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=7)
+
+    assert counter.counts == {"Query": 1, "BatchGetItem": 1}
+    (query,) = log.of("Query")
+    assert query["IndexName"] == "due-index" and query["Limit"] == 7 and query["ScanIndexForward"] is True
+    (batch_get,) = log.of("BatchGetItem")
+    assert batch_get["RequestItems"][TABLE]["ConsistentRead"] is True
+    assert [r.record_id for r in due] == [rid for rid, _ in writeoffs(7)]
+    assert all(r.kind is Kind.WRITEOFF and r.state == "due" for r in due)
+    assert [r.due_at for r in due] == sorted(r.due_at or 0 for r in due)
+
+
+def test_due_leaves_out_records_whose_time_has_not_come(store: OutboxStore, clock: FrozenClock) -> None:
+    store.accept(Kind.WRITEOFF, writeoffs(2))
+    assert store.due(Kind.WRITEOFF, now_ms=clock.ms - 1, limit=10) == []
+    assert len(store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)) == 2
+    assert store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=0) == []
+
+
+def test_due_pages_through_the_index_and_batches_reads_by_100(
+    store: OutboxStore, client: Any, counter: RequestCounter, log: RequestLog, clock: FrozenClock
+) -> None:
+    # Seeded with batch writes: moto's TransactWriteItems copies the whole table once per action, which makes
+    # accepting 1,100 records take seconds there (not in DynamoDB).
+    items = [_accepted_item(record, due_at=clock.ms - n) for n, record in enumerate(writeoffs(1000))]
+    items += [_accepted_item(record, due_at=clock.ms) for record in writeoffs(100, start=1000)]
+    for start in range(0, len(items), 25):
+        client.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]})
+    counter.reset()
+    log.clear()
+
+    due = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=1050)
+
+    assert len(due) == 1050
+    assert [r.due_at for r in due[:3]] == [clock.ms - 999, clock.ms - 998, clock.ms - 997]  # oldest first
+    assert [q["Limit"] for q in log.of("Query")] == [1000, 50]
+    assert [len(b["RequestItems"][TABLE]["Keys"]) for b in log.of("BatchGetItem")] == [100] * 10 + [50]
+    assert counter.counts == {"Query": 2, "BatchGetItem": 11}
+
+
+class StaleIndexClient:
+    """The real client, except that the due index answers with a page recorded earlier (a lagging GSI)."""
+
+    def __init__(self, real: Any, stale_page: dict[str, Any]) -> None:
+        self._real = real
+        self._stale_page = stale_page
+
+    def query(self, **_: Any) -> dict[str, Any]:
+        return self._stale_page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_records_settled_after_a_stale_index_read_are_never_returned(
+    store: OutboxStore, client: Any, clock: FrozenClock
+) -> None:
+    records = writeoffs(4)
+    store.accept(Kind.WRITEOFF, records)
+    stale_page = client.query(
+        TableName=TABLE,
+        IndexName="due-index",
+        KeyConditionExpression="due_kind = :k AND due_at <= :now",
+        ExpressionAttributeValues={":k": {"S": "writeoff"}, ":now": {"N": str(clock.ms)}},
+        ProjectionExpression="pk",
+    )
+    assert stale_page["Count"] == 4
+    synced, retried, dead, untouched = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)
+    store.settle(
+        [
+            Synced(synced, {"result": {"success": True}}),
+            Retry(retried, "isp.timeout", next_due_at=clock.ms + 60_000),
+            Dead(dead, "isv.invalid-parameter"),
+        ]
+    )
+
+    lagging = OutboxStore(TABLE, client=StaleIndexClient(client, stale_page), clock=clock)
+    assert [r.record_id for r in lagging.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)] == [untouched.record_id]
+
+
+def test_is_still_due_reads_the_fresh_item() -> None:
+    assert is_still_due({"state": {"S": "due"}, "due_at": {"N": "100"}}, 100)
+    assert not is_still_due({"state": {"S": "due"}, "due_at": {"N": "101"}}, 100)
+    assert not is_still_due({"state": {"S": "synced"}}, 100)
+    assert not is_still_due({"state": {"S": "dead"}, "due_at": {"N": "1"}}, 100)
+
+
+# -------------------------------------------------------------------------------------------------- settle
+def test_26_settlements_are_two_batch_writes_of_at_most_25(
+    store: OutboxStore, counter: RequestCounter, log: RequestLog, clock: FrozenClock
+) -> None:
+    store.accept(Kind.WRITEOFF, writeoffs(26))
+    due = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=100)
+    counter.reset()
+    log.clear()
+
+    store.settle([Synced(record, {"result": {"success": True}}) for record in due])
+
+    assert counter.counts == {"BatchWriteItem": 2}
+    assert [len(p["RequestItems"][TABLE]) for p in log.of("BatchWriteItem")] == [25, 1]
+    assert store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=100) == []
+
+
+def test_each_settlement_writes_its_outcome(store: OutboxStore, client: Any, clock: FrozenClock) -> None:
+    store.accept(Kind.WRITEOFF, writeoffs(4))
+    store.accept(Kind.EXTERNAL_ORDER, external_order("EO-1"))
+    ok, retry, dead, unsent = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)
+    (order,) = store.due(Kind.EXTERNAL_ORDER, now_ms=clock.ms, limit=10)
+    clock.advance(seconds=30)
+    answer = {"result": {"data": {"order_id": 4356787654345678901}, "success": True}}
+    store.settle(
+        [
+            Synced(ok, {"result": {"success": True}}),
+            Retry(retry, "isp.service-unavailable", next_due_at=clock.ms + 60_000),
+            Dead(dead, "isv.invalid-parameter: tb_store_id"),
+            Dead(unsent, "no longer valid", sent=False),
+            Synced(order, answer, platform_order_id=4356787654345678901),
+        ]
+    )
+
+    settled_at = "2026-03-01T04:00:30.000Z"
+    expires_at = int((clock.moment + timedelta(days=30)).timestamp())
+    synced = raw_item(client, f"writeoff#{ok.record_id}")
+    assert synced["state"] == {"S": "synced"} and synced["attempts"] == {"N": "1"}
+    assert synced["settled_at"] == {"S": settled_at} and synced["expires_at"] == {"N": str(expires_at)}
+    assert json.loads(synced["platform_answer"]["S"]) == {"result": {"success": True}}
+    assert not {"due_kind", "due_at"} & set(synced)
+    assert json.loads(synced["payload"]["S"]) == ok.payload
+
+    again = store.get(Kind.WRITEOFF, retry.record_id)
+    assert again is not None
+    assert (again.state, again.attempts, again.due_at, again.last_error) == (
+        "due",
+        1,
+        clock.ms + 60_000,
+        "isp.service-unavailable",
+    )
+    assert "expires_at" not in raw_item(client, f"writeoff#{retry.record_id}")  # due records never expire
+
+    gone = store.get(Kind.WRITEOFF, dead.record_id)
+    assert gone is not None
+    assert (gone.state, gone.attempts, gone.dead_reason, gone.last_error) == (
+        "dead",
+        1,
+        "isv.invalid-parameter: tb_store_id",
+        "isv.invalid-parameter: tb_store_id",
+    )
+    assert not {"due_kind", "due_at"} & set(raw_item(client, f"writeoff#{dead.record_id}"))
+    not_sent = store.get(Kind.WRITEOFF, unsent.record_id)
+    assert not_sent is not None and (not_sent.state, not_sent.attempts) == ("dead", 0)
+
+    stored_order = store.get(Kind.EXTERNAL_ORDER, "EO-1")
+    assert stored_order is not None and stored_order.platform_order_id == 4356787654345678901  # 19 digits, exact
+
+    # Settled records are out of the index: only the retry comes back, and only once it is due.
+    assert store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10) == []
+    assert [r.record_id for r in store.due(Kind.WRITEOFF, now_ms=clock.ms + 60_000, limit=10)] == [retry.record_id]
+
+
+def test_settling_a_record_twice_in_one_call_is_refused(store: OutboxStore, clock: FrozenClock) -> None:
+    store.accept(Kind.WRITEOFF, writeoffs(1))
+    (record,) = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=1)
+    with pytest.raises(ValueError, match="twice"):
+        store.settle([Synced(record, {}), Dead(record, "x")])
+
+
+def test_unprocessed_settlements_are_retried_then_refused(
+    store: OutboxStore, client: Any, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module.time, "sleep", lambda _s: None)
+    store.accept(Kind.WRITEOFF, writeoffs(3))
+    due = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)
+    real = client.batch_write_item
+    calls = {"n": 0}
+
+    def half_processed(**kwargs: Any) -> dict[str, Any]:
+        # The first answer leaves the last item unprocessed, as DynamoDB does under throttling.
+        calls["n"] += 1
+        requests = kwargs["RequestItems"][TABLE]
+        real(RequestItems={TABLE: requests[:-1]} if calls["n"] == 1 else kwargs["RequestItems"])
+        return {"UnprocessedItems": {TABLE: requests[-1:]}} if calls["n"] == 1 else {"UnprocessedItems": {}}
+
+    monkeypatch.setattr(client, "batch_write_item", half_processed)
+    store.settle([Synced(record, {}) for record in due])
+    assert calls["n"] == 2
+    assert all(store.get(Kind.WRITEOFF, r.record_id).state == "synced" for r in due)  # type: ignore[union-attr]
+
+    monkeypatch.setattr(client, "batch_write_item", lambda **kw: {"UnprocessedItems": kw["RequestItems"]})
+    with pytest.raises(StorageError, match=r"BatchWriteItem.*unprocessed"):
+        store.settle([Synced(record, {}) for record in due])
+
+
+# --------------------------------------------------------------------------------------- leases and flags
+def test_lease_acquire_extend_expire_and_release(store: OutboxStore, clock: FrozenClock) -> None:
+    now = clock.ms
+    assert store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 60_000, now_ms=now)
+    assert not store.acquire_lease("sync-writeoff", "run-b", until_ms=now + 60_000, now_ms=now + 1_000)
+    assert store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 120_000, now_ms=now + 1_000)  # extends
+    assert not store.acquire_lease("sync-writeoff", "run-b", until_ms=now + 180_000, now_ms=now + 90_000)
+    assert store.acquire_lease("other-lease", "run-b", until_ms=now + 60_000, now_ms=now)  # leases are apart
+
+    # Expired: another owner takes it over.
+    assert store.acquire_lease("sync-writeoff", "run-b", until_ms=now + 300_000, now_ms=now + 120_001)
+    store.release_lease("sync-writeoff", "run-a")  # no longer run-a's: ignored
+    assert not store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 400_000, now_ms=now + 130_000)
+    store.release_lease("sync-writeoff", "run-b")
+    assert store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 400_000, now_ms=now + 130_000)
+
+
+def test_ban_round_trip_never_shortens_and_ends(store: OutboxStore, clock: FrozenClock) -> None:
+    assert store.ban_until("app") is None
+    store.set_ban("app", until_ms=clock.ms + 60_000, reason="accesscontrol.limited-by-api-access-count")
+    assert store.ban_until("app") == clock.ms + 60_000
+    store.set_ban("app", until_ms=clock.ms + 10_000, reason="shorter")
+    assert store.ban_until("app") == clock.ms + 60_000
+    assert store.ban_until("other") is None
+    clock.advance(seconds=61)
+    assert store.ban_until("app") is None
+    store.set_ban("app", until_ms=clock.ms + 5_000, reason="again")
+    assert store.ban_until("app") == clock.ms + 5_000
+
+
+def test_pause_round_trip(store: OutboxStore, clock: FrozenClock) -> None:
+    assert store.pause("sync-risk") is None
+    store.set_pause("sync-risk", reason="session expired (code 27)", fingerprint="abc123")
+    assert store.pause("sync-risk") == {
+        "reason": "session expired (code 27)",
+        "fingerprint": "abc123",
+        "since": clock.ms,
+    }
+    store.clear_pause("sync-risk")
+    assert store.pause("sync-risk") is None
+    store.clear_pause("sync-risk")  # clearing twice is fine
+
+
+def test_control_items_never_show_up_as_records(store: OutboxStore, clock: FrozenClock) -> None:
+    store.acquire_lease("writeoff", "run-a", until_ms=clock.ms + 1, now_ms=clock.ms)
+    store.set_pause("writeoff", reason="r", fingerprint="f")
+    assert store.due(Kind.WRITEOFF, now_ms=clock.ms + 10**9, limit=10) == []
+    assert store.get(Kind.WRITEOFF, "lease") is None
+
+
+# ------------------------------------------------------------------------------------------------ public
+def test_to_public_shows_the_state_but_never_the_payload(store: OutboxStore, clock: FrozenClock) -> None:
+    records = writeoffs(1, user_name="李四")
+    store.accept(Kind.WRITEOFF, records)
+    record = store.get(Kind.WRITEOFF, records[0][0])
+    assert record is not None
+    public = record.to_public()
+    assert public == {
+        "kind": "writeoff",
+        "id": records[0][0],
+        "state": "due",
+        "attempts": 0,
+        "last_error": None,
+        "accepted_at": "2026-03-01T04:00:00.000Z",
+        "settled_at": None,
+        "dead_reason": None,
+        "next_attempt_at": "2026-03-01T04:00:00.000Z",
+    }
+    assert "李四" not in json.dumps(public, ensure_ascii=False)
+
+    store.accept(Kind.EXTERNAL_ORDER, external_order("EO-9"))
+    order = store.get(Kind.EXTERNAL_ORDER, "EO-9")
+    assert order is not None
+    store.settle([Synced(order, {"ok": True}, platform_order_id=12)])
+    settled = store.get(Kind.EXTERNAL_ORDER, "EO-9")
+    assert settled is not None
+    shown = settled.to_public()
+    assert shown["platform_order_id"] == 12 and shown["state"] == "synced" and "next_attempt_at" not in shown
+    assert "payload" not in shown and "130" not in json.dumps(shown)
+
+
+def test_from_settings_reads_the_table_and_retention() -> None:
+    from taobao_bridge.settings import ENV, load_settings
+
+    settings = load_settings({ENV.BRIDGE_ENV: "local", ENV.OUTBOX_RETENTION_DAYS: "7"})
+    store = OutboxStore.from_settings(settings)
+    assert (store.table_name, store.retention_days) == ("OutboxTable", 7)
+
+
+def _risk(n: int) -> dict[str, Any]:
+    return {
+        "install_type": 0,
+        "buyer_phone": "13012345678",
+        "tc_order_id": 3882527336184474047,
+        "tc_sub_order_id": 3882527336184474000 + n,
+        "buyer_name": "王五",
+        "service_use_time": "2026-03-01 10:00:00",
+    }
+
+
+def test_outbox_record_is_frozen() -> None:
+    record = OutboxRecord(Kind.RISK, "1", {}, "0", "due", 0, 1, "t", None, None, None, None, None)
+    with pytest.raises(AttributeError):
+        record.state = "synced"  # type: ignore[misc]
