@@ -14,7 +14,7 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -123,6 +123,143 @@ def build_events(*, timestamp: str = FIXED_TIMESTAMP, secret: str = LOCAL_QIMEN_
             moment=moment,
             name="qimen_malformed_json",
         ),
+        "intake_writeoffs.json": intake_event(
+            "POST", "/v1/writeoffs", "POST /v1/writeoffs", [SEED_WRITEOFF], moment=moment, name="intake_writeoffs"
+        ),
+        "intake_risk_records.json": intake_event(
+            "POST", "/v1/risk-records", "POST /v1/risk-records", [SEED_RISK], moment=moment, name="intake_risk"
+        ),
+        "intake_external_orders.json": intake_event(
+            "POST",
+            "/v1/external-orders",
+            "POST /v1/external-orders",
+            SEED_EXTERNAL_ORDER,
+            moment=moment,
+            name="intake_external_orders",
+        ),
+        "intake_get_record.json": intake_event(
+            "GET",
+            "/v1/writeoffs/353454543-111223-54fdfds343",
+            "GET /v1/{kind}/{id}",
+            None,
+            moment=moment,
+            name="intake_get_record",
+            path_parameters={"kind": "writeoffs", "id": "353454543-111223-54fdfds343"},
+        ),
+        "sync_scheduled.json": scheduled_event(moment),
+    }
+
+
+# The seeds' Java request examples as intake bodies (seed 000, 001, 002), one record each.
+SEED_WRITEOFF = {
+    "biz_type": 2,
+    "service_sku_name": "洗车",
+    "service_store_id": "21212",
+    "apply_refund_num": 0,
+    "verify_time": "2020-11-11 12:00:00",
+    "tb_store_id": 2343432,
+    "port_no": "8888",
+    "refund_success_num": 0,
+    "service_status": 2,
+    "service_id": 1111,
+    "verify_num": 1,
+    "service_sku_id": "12",
+    "category_id": 1111,
+    "user_name": "测试",
+    "sale_num": 2,
+    "appoint_store_id": 21212,
+    "maintain_id": 23232,
+    "left_num": 1,
+    "verify_batch_no": "54fdfds343",
+    "tb_store_name": "天猫养车",
+    "third_sub_goods_order": "rwerewf43433",
+    "used_num": 1,
+    "service_detail_id": 111223,
+    "tb_biz_order_id": 353454543,
+}
+SEED_RISK = {
+    "service_code": "123,456,789",
+    "install_type": 0,
+    "buyer_phone": "13012345678",
+    "tc_order_id": 3882527336184474047,
+    "tc_sub_order_id": 3882527336184474048,
+    "car_license_num": "浙AA12345",
+    "service_use_time": "2000-01-01 00:00:00",
+    "buyer_name": "王五",
+    "work_order_submit_time": "2000-01-01 00:00:00",
+}
+SEED_EXTERNAL_ORDER = {
+    "buyer_info": {"user_nick": "张三", "user_phone": "13912340000", "user_id": 23432},
+    "hide": True,
+    "order_info": {
+        "biz_type": 200,
+        "pay_time": "2022-05-01 12:30:50",
+        "out_order_id": "ABC123432",
+        "end_time": "2022-05-01 12:30:50",
+        "gmt_create": "2022-05-01 12:30:50",
+        "total_fee": 10000,
+    },
+    "source": "YC_STORE",
+    "item_info": {
+        "item_id": 1000,
+        "item_title": "一个商品",
+        "root_cat": 123432,
+        "item_price": 10000,
+        "category_id": 123243,
+        "buy_amount": 2,
+    },
+    "seller_info": {"user_nick": "李四", "user_phone": "13912341111", "user_id": 4567823},
+    "pay_order_info": {"channel": "alipay", "pay_order_id": "2024091167897678768"},
+    "idempotent_id": "YC_STORE-45678765",
+    "ext_info": "自定义json字符",
+}
+# What API Gateway puts in requestContext.authorizer for an IAM-authorised (SigV4) caller.
+_IAM_CALLER = {
+    "iam": {
+        "accessKey": "AKIAEXAMPLE",
+        "accountId": "123456789012",
+        "callerId": "AIDAEXAMPLE",
+        "principalOrgId": None,
+        "userArn": "arn:aws:iam::123456789012:user/merchant-system",
+        "userId": "AIDAEXAMPLE",
+    }
+}
+
+
+def intake_event(
+    method: str, path: str, route_key: str, body: Any, *, moment: datetime, name: str, path_parameters: Any = None
+) -> dict[str, Any]:
+    """An HTTP API event of a merchant system's IAM-signed intake call."""
+    raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    headers = {"Host": "localhost", "User-Agent": "taobao-bridge-sample-event"}
+    if raw:
+        headers |= {"Content-Type": "application/json", "Content-Length": str(len(raw))}
+    return http_api_event(
+        method=method,
+        path=path,
+        raw_query="",
+        headers=headers,
+        body=raw,
+        route_key=route_key,
+        path_parameters=path_parameters,
+        request_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"taobao-bridge/events/{name}")),
+        now=moment,
+        authorizer=_IAM_CALLER,
+    )
+
+
+def scheduled_event(moment: datetime) -> dict[str, Any]:
+    """What EventBridge Scheduler delivers to the sync functions (they read nothing from it)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "taobao-bridge/events/sync_scheduled")),
+        "detail-type": "Scheduled Event",
+        "source": "aws.scheduler",
+        "account": "123456789012",
+        "time": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "ap-southeast-1",
+        "resources": ["arn:aws:scheduler:ap-southeast-1:123456789012:schedule/default/taobao-bridge-sync"],
+        "detail": {},
     }
 
 
