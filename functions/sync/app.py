@@ -1,0 +1,39 @@
+"""Scheduled (EventBridge Scheduler): one sync run of due outbox records to signed TOP calls.
+
+One code folder, three entry points (one Lambda function each, see template.yaml): ``writeoffs``, ``risk``,
+``external_orders``. The run itself is ``taobao_bridge.sync``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from taobao_bridge.kinds import Kind
+from taobao_bridge.sync import run_scheduled
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+
+def _handler_for(kind: Kind) -> Handler:
+    @logger.inject_lambda_context(clear_state=True)
+    @metrics.log_metrics
+    @tracer.capture_lambda_handler
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # No per-kind metric dimension: the RecordsDead and TopSessionExpired alarms watch {service} alone,
+        # and CloudWatch matches dimensions exactly. The run report in the log names the kind.
+        return run_scheduled(kind, context.get_remaining_time_in_millis)
+
+    return handler
+
+
+writeoffs = _handler_for(Kind.WRITEOFF)
+risk = _handler_for(Kind.RISK)
+external_orders = _handler_for(Kind.EXTERNAL_ORDER)
