@@ -24,10 +24,10 @@ from taobao_bridge.intake import (
 )
 from taobao_bridge.jsonutil import dumps
 from taobao_bridge.outbox import OutboxStore, RecordTooLarge
-from taobao_bridge.settings import load_settings
+from taobao_bridge.settings import load_settings, metrics_namespace
 
 logger = Logger()
-metrics = Metrics()
+metrics = Metrics(namespace=metrics_namespace())
 tracer = Tracer()
 app = APIGatewayHttpResolver()
 

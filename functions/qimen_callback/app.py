@@ -11,9 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from taobao_bridge.callback import build_qimen_dispatcher, raw_body
 from taobao_bridge.jsonutil import dumps
 from taobao_bridge.qimen import QimenAnswerCode, answer
+from taobao_bridge.settings import metrics_namespace
 
 logger = Logger()
-metrics = Metrics()
+metrics = Metrics(namespace=metrics_namespace())
 tracer = Tracer()
 app = APIGatewayHttpResolver()
 

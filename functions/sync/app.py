@@ -13,10 +13,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from taobao_bridge.kinds import Kind
+from taobao_bridge.settings import metrics_namespace
 from taobao_bridge.sync import run_scheduled
 
 logger = Logger()
-metrics = Metrics()
+metrics = Metrics(namespace=metrics_namespace())
 tracer = Tracer()
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
