@@ -17,8 +17,8 @@ Usage::
         assert sandbox.accepted_records("tmall.car.local.service.order.writeoff.sync")
 
 Command line: ``python -m bridge_local.top_sandbox --port 3001 --app-key K --app-secret S --session-key X``
-(defaults from ``TOP_APP_KEY``, ``TOP_APP_SECRET``, ``TOP_SESSION_KEY``, ``TOP_SANDBOX_PORT``; initial faults from
-the JSON file named by ``TOP_SANDBOX_FAULTS`` or ``--faults``).
+(defaults from ``TOP_APP_KEY``, ``TOP_APP_SECRET``, ``TOP_SESSION_KEY`` or else the local stack's defaults, and
+``TOP_SANDBOX_PORT``; initial faults from the JSON file named by ``TOP_SANDBOX_FAULTS`` or ``--faults``).
 """
 
 from __future__ import annotations
@@ -974,9 +974,12 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ
     parser = argparse.ArgumentParser(prog="python -m bridge_local.top_sandbox", description="Local TOP gateway")
     parser.add_argument("--port", type=int, default=int(env.get("TOP_SANDBOX_PORT") or 3001))
-    parser.add_argument("--app-key", default=env.get("TOP_APP_KEY", ""))
-    parser.add_argument("--app-secret", default=env.get("TOP_APP_SECRET", ""))
-    parser.add_argument("--session-key", default=env.get("TOP_SESSION_KEY", ""))
+    # The same defaults as the local stack, so `make run` and a standalone sandbox agree out of the box.
+    from taobao_bridge.settings import ENV, LOCAL_DEFAULTS
+
+    parser.add_argument("--app-key", default=env.get(ENV.TOP_APP_KEY) or LOCAL_DEFAULTS[ENV.TOP_APP_KEY])
+    parser.add_argument("--app-secret", default=env.get(ENV.TOP_APP_SECRET) or LOCAL_DEFAULTS[ENV.TOP_APP_SECRET])
+    parser.add_argument("--session-key", default=env.get(ENV.TOP_SESSION_KEY) or LOCAL_DEFAULTS[ENV.TOP_SESSION_KEY])
     parser.add_argument("--faults", default=env.get("TOP_SANDBOX_FAULTS", ""), help="JSON file of initial faults")
     parser.add_argument("--log-level", default=env.get("TOP_SANDBOX_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
