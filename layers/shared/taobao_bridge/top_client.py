@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,10 +22,11 @@ from aws_lambda_powertools import Logger
 
 from .clock import Clock, format_platform_time, system_clock
 from .errors import ConfigurationError, TopError, TopTransportError, UnknownOutcome
-from .jsonutil import dumps, loads_strict
+from .jsonutil import loads_strict
 from .settings import Settings
 from .signing import SignMethod, sign_top_request
 from .top_errors import RETRY_POLICY, ErrorClass, RetryAction, classify, error_for
+from .wire import encode_params
 
 __all__ = [
     "RESERVED_PARAMS",
@@ -69,34 +69,14 @@ def shared_http_client() -> httpx.Client:
     return _shared_http
 
 
-def _param_text(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):  # before int: bool is an int
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, datetime):
-        return format_platform_time(value)
-    if isinstance(value, (dict, list, tuple)):
-        return dumps(value)  # ONE JSON text per top-level parameter, the same text signed and sent
-    raise TypeError(f"API parameter {name!r}: cannot send a {type(value).__name__}; give str, int, bool, dict or list")
-
-
 def encode_api_params(api_params: Mapping[str, Any]) -> dict[str, str]:
     """API parameters as the strings that are both signed and sent; None and blank values are dropped (an unsigned
     empty value is the classic ``25 Invalid signature``). Empty lists/dicts are sent as ``[]``/``{}`` like the
     official SDK does, so the platform names the problem."""
-    encoded: dict[str, str] = {}
-    for name, value in api_params.items():
-        if name in RESERVED_PARAMS:
-            raise ValueError(f"API parameter {name!r} is a system parameter the client sets itself")
-        text = _param_text(name, value)
-        if text is not None and text.strip():
-            encoded[name] = text
-    return encoded
+    reserved = RESERVED_PARAMS.intersection(api_params)
+    if reserved:
+        raise ValueError(f"API parameter {sorted(reserved)[0]!r} is a system parameter the client sets itself")
+    return encode_params(api_params)
 
 
 @dataclass(frozen=True)
