@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from .errors import BridgeError
 from .jsonutil import DuplicateKeyError, loads_strict
 from .kinds import KINDS, Kind, KindSpec, kind_for_path
+from .models.common import field_path
 from .outbox import AcceptResult, OutboxStore
 
 __all__ = [
@@ -135,7 +136,7 @@ def parse_records(kind: Kind, body: Any) -> list[tuple[str, dict[str, Any]]]:
             for error in exc.errors(include_url=False):
                 total += 1
                 if len(problems) < MAX_PROBLEMS:
-                    problems.append(RecordProblem(index, _field_path(error["loc"]), error["msg"]))
+                    problems.append(RecordProblem(index, field_path(error["loc"]) or "(record)", error["msg"]))
             continue
         payload = spec.payload_of(model)
         record_id = spec.record_id(payload)
@@ -149,11 +150,6 @@ def parse_records(kind: Kind, body: Any) -> list[tuple[str, dict[str, Any]]]:
     if total:
         raise IntakeRejected(problems, total)
     return records
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    path = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in loc).replace(".[", "[")
-    return path or "(record)"
 
 
 def accept_answer(results: Sequence[AcceptResult]) -> tuple[int, dict[str, Any]]:

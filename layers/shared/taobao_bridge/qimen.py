@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from .clock import Clock, parse_platform_time, system_clock
 from .jsonutil import DuplicateKeyError, loads_strict
+from .models.common import field_path
 from .settings import metrics_namespace
 from .signing import qimen_canonical_text, verify_qimen_signature
 
@@ -218,8 +219,7 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
     """``field.path: rule`` for the first few problems, e.g. ``trade_info.quantity: Field required``."""
     parts = []
     for problem in error.errors()[:limit]:
-        path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in problem["loc"]).replace(".[", "[")
-        parts.append(f"{path or 'body'}: {problem['msg']}")
+        parts.append(f"{field_path(problem['loc']) or 'body'}: {problem['msg']}")
     more = len(error.errors()) - limit
     if more > 0:
         parts.append(f"and {more} more")

@@ -8,7 +8,7 @@ built-in for.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "OutboundModel",
     "PlatformDateTime",
     "PositiveInt64",
+    "field_path",
     "one_of",
 ]
 
@@ -112,3 +113,8 @@ class InboundModel(BaseModel):
     model_config = ConfigDict(
         extra="ignore", populate_by_name=True, str_strip_whitespace=False, coerce_numbers_to_str=True
     )
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A pydantic error location as a readable path: ``("user_info", 0, "mobile")`` -> ``user_info[0].mobile``."""
+    return ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in loc).replace(".[", "[")
