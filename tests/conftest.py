@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,10 @@ from typing import Any
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# As template.yaml sets it. Powertools names the package's child loggers after the service when their module is
+# first imported (at collection, here): without it they would be orphans of "service_undefined".
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "taobao-bridge")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Assembly of the Qimen callback: the dispatcher with every Qimen method we serve, from settings."""
+"""Assembly of the Qimen callback: the dispatcher with every Qimen method we serve (each with its request model),
+from settings."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .clock import Clock, system_clock
-from .fulfillment_service import register_fulfillment_create
+from .fulfillment_service import FulfillmentCreate
 from .fulfillment_store import FulfillmentStore
+from .models.fulfillment import METHOD as FULFILLMENT_CREATE
+from .models.fulfillment import FulfillmentCreateRequest
 from .qimen import QimenDispatcher
 from .settings import Settings, load_settings
 
@@ -30,7 +33,7 @@ def build_qimen_dispatcher(settings: Settings | None = None, clock: Clock = syst
         settings.require("inventory_table"),
         retention_days=settings.order_retention_days,
     )
-    register_fulfillment_create(dispatcher, store, clock)
+    dispatcher.register(FULFILLMENT_CREATE, FulfillmentCreateRequest, FulfillmentCreate(store, clock))
     return dispatcher
 
 

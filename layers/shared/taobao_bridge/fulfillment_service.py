@@ -1,37 +1,49 @@
-"""``qimen.taobao.life.fulfillment.create``: validate the verified body, store the order once, answer."""
+"""``qimen.taobao.life.fulfillment.create``: store a validated order once and say what happened.
+
+The dispatcher (qimen.py) has already verified the call and validated the body as
+:class:`~taobao_bridge.models.fulfillment.FulfillmentCreateRequest`; it turns the result returned here into the
+answer. What is counted for each :class:`FulfillmentOutcome` is the Lambda handler's business, not this module's.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
-from typing import Any
+from enum import StrEnum
+from typing import Protocol
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import ValidationError
+from aws_lambda_powertools import Logger
 
 from .clock import PLATFORM_TZ, Clock, system_clock
 from .errors import StorageError
-from .fulfillment_store import Conflict, Created, FulfillmentStore, NewOrder, NoInventory, Replayed
-from .jsonutil import dumps, loads_strict
-from .models.fulfillment import METHOD, FulfillmentCreateRequest
+from .fulfillment_store import Conflict, Created, CreateOutcome, NewOrder, NoInventory, Replayed
+from .jsonutil import dumps
+from .models.fulfillment import FulfillmentCreateRequest
 from .privacy import mask_personal_data
-from .qimen import (
-    QimenAnswerCode,
-    QimenCall,
-    QimenDispatcher,
-    QimenRejection,
-    answer,
-    describe_validation_error,
-    parse_json_object,
-)
-from .settings import metrics_namespace
+from .qimen import Failed, Handled, HandlerResult, QimenAnswerCode, QimenCall, QimenRejection, StoredAnswer
 
-__all__ = ["FulfillmentCreate", "register_fulfillment_create"]
+__all__ = ["FulfillmentCreate", "FulfillmentOutcome", "OrderStore"]
 
 logger = Logger(child=True)
-metrics = Metrics(namespace=metrics_namespace())
+
+
+class FulfillmentOutcome(StrEnum):
+    """What became of one fulfillment.create call that passed validation."""
+
+    CREATED = "fulfillment_created"
+    REPLAYED = "fulfillment_replayed"
+    CONFLICT = "fulfillment_conflict"
+    NO_INVENTORY = "fulfillment_no_inventory"
+    STORAGE_FAILED = "fulfillment_storage_failed"
+
+
+class OrderStore(Protocol):
+    """What the handler needs of :class:`~taobao_bridge.fulfillment_store.FulfillmentStore` (tests use fakes)."""
+
+    def create(self, order: NewOrder) -> CreateOutcome:
+        """Store ``order`` and take its inventory atomically, or say why not. Raises ``StorageError``."""
+        ...
 
 
 def payload_fingerprint(request: FulfillmentCreateRequest) -> str:
@@ -49,30 +61,23 @@ def new_partner_order_id(clock: Clock) -> str:
 class FulfillmentCreate:
     """The handler for one Qimen method, with its store and clock."""
 
-    def __init__(self, store: FulfillmentStore, clock: Clock = system_clock) -> None:
+    def __init__(self, store: OrderStore, clock: Clock = system_clock) -> None:
         self.store = store
         self.clock = clock
 
-    def __call__(self, call: QimenCall) -> dict[str, Any]:
-        data = parse_json_object(call.body)
-        try:
-            request = FulfillmentCreateRequest.model_validate(data)
-        except ValidationError as exc:
-            logger.info("fulfillment order invalid", extra={"order": mask_personal_data(data)})
-            raise QimenRejection(QimenAnswerCode.INVALID_PARAMETER, describe_validation_error(exc)) from None
-
+    def __call__(self, call: QimenCall, request: FulfillmentCreateRequest) -> HandlerResult:
         order_no = request.fulfillment_info.fulfillment_order_no
         logger.set_correlation_id(order_no)
-        logger.info("fulfillment order received", extra={"order": mask_personal_data(data)})
+        logger.info("fulfillment order received", extra={"order": mask_personal_data(call.payload)})
 
-        partner_order_id = new_partner_order_id(self.clock)
-        first_answer = answer(partner_order_id=partner_order_id)
+        created = Handled(partner_order_id=new_partner_order_id(self.clock), outcome=FulfillmentOutcome.CREATED)
         order = NewOrder(
             fulfillment_order_no=order_no,
             payload_sha256=payload_fingerprint(request),
             payload_json=call.body.decode("utf-8"),
-            partner_order_id=partner_order_id,
-            answer_json=dumps(first_answer),
+            partner_order_id=created.partner_order_id,
+            # Stored with the order so that a replay is answered byte for byte as the first time.
+            answer_json=dumps(created.to_answer()),
             store_id=request.shop_info.store_id,
             item_id=request.item_info.item_id,
             quantity=request.fulfillment_info.quantity,
@@ -82,40 +87,30 @@ class FulfillmentCreate:
             outcome = self.store.create(order)
         except StorageError:
             logger.exception("fulfillment order not stored")
-            metrics.add_metric(name="FulfillmentStorageFailed", unit=MetricUnit.Count, value=1)
-            return answer(
-                code=QimenAnswerCode.SYSTEM_ERROR,
+            return Failed(
                 message="the order could not be stored; nothing was written, please retry",
+                outcome=FulfillmentOutcome.STORAGE_FAILED,
             )
 
         if isinstance(outcome, Created):
             logger.info("fulfillment order created", extra={"partner_order_id": outcome.partner_order_id})
-            metrics.add_metric(name="FulfillmentOrderCreated", unit=MetricUnit.Count, value=1)
-            return first_answer
+            return created
         if isinstance(outcome, Replayed):
             logger.info("fulfillment order replayed: answering as the first time")
-            metrics.add_metric(name="FulfillmentOrderReplayed", unit=MetricUnit.Count, value=1)
-            replayed: dict[str, Any] = loads_strict(outcome.answer_json)
-            return replayed
+            return StoredAnswer(answer_json=outcome.answer_json, outcome=FulfillmentOutcome.REPLAYED)
         if isinstance(outcome, Conflict):
             logger.warning("fulfillment order number reused with a different payload")
-            metrics.add_metric(name="FulfillmentOrderConflict", unit=MetricUnit.Count, value=1)
             raise QimenRejection(
                 QimenAnswerCode.ORDER_CONFLICT,
                 f"fulfillment_info.fulfillment_order_no {order_no!r} was already received at "
                 f"{outcome.first_received_at} with a different payload",
+                FulfillmentOutcome.CONFLICT,
             )
         if isinstance(outcome, NoInventory):
-            metrics.add_metric(name="FulfillmentNoInventory", unit=MetricUnit.Count, value=1)
             raise QimenRejection(
                 QimenAnswerCode.NO_INVENTORY,
                 f"商品库存不足: store {order.store_id} item {order.item_id} has {max(outcome.available, 0)} left, "
                 f"{order.quantity} requested",
+                FulfillmentOutcome.NO_INVENTORY,
             )
         raise AssertionError(f"unhandled outcome {outcome!r}")
-
-
-def register_fulfillment_create(
-    dispatcher: QimenDispatcher, store: FulfillmentStore, clock: Clock = system_clock
-) -> None:
-    dispatcher.register(METHOD, FulfillmentCreate(store, clock))
