@@ -16,9 +16,9 @@ import sys
 import time
 
 from bridge_local.intake_client import IntakeClient
+from bridge_local.request_counter import RequestCounter
 from bridge_local.stack import LocalStack, StackConfig
 from taobao_bridge import dynamo
-from taobao_bridge.dynamo import RequestCounter
 from taobao_bridge.kinds import KINDS, Kind
 
 

@@ -23,7 +23,7 @@ from taobao_bridge.intake import (
     spec_for_path,
 )
 from taobao_bridge.jsonutil import dumps
-from taobao_bridge.outbox import OutboxStore, RecordTooLarge
+from taobao_bridge.outbox import AcceptStatus, OutboxStore, RecordTooLarge
 from taobao_bridge.settings import load_settings, metrics_namespace
 
 logger = Logger()
@@ -32,7 +32,11 @@ tracer = Tracer()
 app = APIGatewayHttpResolver()
 
 CONTENT_TYPE = "application/json;charset=utf-8"
-_METRIC_NAMES = {"accepted": "RecordsAccepted", "duplicate": "RecordsDuplicate", "conflict": "RecordsConflict"}
+_METRIC_NAMES = {
+    AcceptStatus.ACCEPTED: "RecordsAccepted",
+    AcceptStatus.DUPLICATE: "RecordsDuplicate",
+    AcceptStatus.CONFLICT: "RecordsConflict",
+}
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from taobao_bridge.kinds import Kind
@@ -28,9 +29,12 @@ def _handler_for(kind: Kind) -> Handler:
     @metrics.log_metrics
     @tracer.capture_lambda_handler
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        report = run_scheduled(kind, context.get_remaining_time_in_millis)
         # No per-kind metric dimension: the RecordsDead and TopSessionExpired alarms watch {service} alone,
         # and CloudWatch matches dimensions exactly. The run report in the log names the kind.
-        return run_scheduled(kind, context.get_remaining_time_in_millis)
+        for name, unit, value in report.metric_values():
+            metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
+        return report.as_dict()
 
     return handler
 

@@ -18,23 +18,24 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from bridge_local import moto_fixes
+from bridge_local.request_counter import RequestCounter
 from bridge_local.template import create_local_tables, load_template
-from taobao_bridge import outbox as outbox_module
-from taobao_bridge.dynamo import RequestCounter
+from taobao_bridge import dynamo
 from taobao_bridge.errors import StorageError
-from taobao_bridge.intake import parse_records
+from taobao_bridge.intake import parse_records, public_view
 from taobao_bridge.kinds import Kind
 from taobao_bridge.outbox import (
     MAX_ACCEPT_ITEM_BYTES,
-    MAX_TRANSACT_BYTES,
     Dead,
     OutboxRecord,
     OutboxStore,
+    Pause,
+    RecordState,
     RecordTooLarge,
     Retry,
+    RunControl,
     Synced,
     is_still_due,
-    item_size,
     payload_sha256,
 )
 
@@ -128,6 +129,11 @@ def log(client: Any) -> RequestLog:
 @pytest.fixture
 def store(client: Any, clock: FrozenClock) -> OutboxStore:
     return OutboxStore(TABLE, client=client, clock=clock, retention_days=30)
+
+
+@pytest.fixture
+def control(client: Any, clock: FrozenClock) -> RunControl:
+    return RunControl(TABLE, client=client, clock=clock)
 
 
 def writeoff(n: int, **changes: Any) -> dict[str, Any]:
@@ -241,9 +247,9 @@ def test_a_record_over_the_item_limit_refuses_the_call_before_any_write(
 
 def test_a_record_just_under_the_limit_is_stored_and_can_be_settled(store: OutboxStore) -> None:
     (probe,) = writeoffs(1, service_sku_name="")
-    overhead = item_size(_accepted_item(probe))
+    overhead = dynamo.item_size(_accepted_item(probe))
     (large,) = writeoffs(1, service_sku_name="x" * (MAX_ACCEPT_ITEM_BYTES - overhead))
-    assert item_size(_accepted_item(large)) == MAX_ACCEPT_ITEM_BYTES
+    assert dynamo.item_size(_accepted_item(large)) == MAX_ACCEPT_ITEM_BYTES
 
     (result,) = store.accept(Kind.WRITEOFF, [large])
     assert result.status == "accepted"
@@ -283,22 +289,24 @@ def test_transactions_stay_under_4_mb_even_when_moto_would_take_more(
     results = store.accept(Kind.WRITEOFF, records)
 
     assert {r.status for r in results} == {"accepted"}
-    sizes = [sum(item_size(a["Put"]["Item"]) for a in p["TransactItems"]) for p in log.of("TransactWriteItems")]
-    assert len(sizes) == 2 and all(size <= MAX_TRANSACT_BYTES for size in sizes), sizes
+    sizes = [sum(dynamo.item_size(a["Put"]["Item"]) for a in p["TransactItems"]) for p in log.of("TransactWriteItems")]
+    assert len(sizes) == 2 and all(size <= dynamo.MAX_TRANSACT_BYTES for size in sizes), sizes
     assert counter.counts == {"TransactWriteItems": 2}
 
 
 def test_item_size_counts_as_dynamodb_does() -> None:
-    assert item_size({"pk": {"S": "ab"}}) == 4
-    assert item_size({"ä": {"S": "é"}}) == 4  # UTF-8 bytes, names too
-    assert item_size({"n": {"N": "12345"}}) == 1 + 4  # 1 byte per two significant digits, plus 1
-    assert item_size({"n": {"N": "1000"}}) == 1 + 2  # trailing zeros are not significant
-    assert item_size({"b": {"BOOL": True}, "z": {"NULL": True}}) == 4
-    assert item_size({"m": {"M": {"k": {"S": "v"}}}, "l": {"L": [{"S": "v"}]}}) == (1 + 3 + 1 + 1 + 1) + (1 + 3 + 1 + 1)
+    assert dynamo.item_size({"pk": {"S": "ab"}}) == 4
+    assert dynamo.item_size({"ä": {"S": "é"}}) == 4  # UTF-8 bytes, names too
+    assert dynamo.item_size({"n": {"N": "12345"}}) == 1 + 4  # 1 byte per two significant digits, plus 1
+    assert dynamo.item_size({"n": {"N": "1000"}}) == 1 + 2  # trailing zeros are not significant
+    assert dynamo.item_size({"b": {"BOOL": True}, "z": {"NULL": True}}) == 4
+    assert dynamo.item_size({"m": {"M": {"k": {"S": "v"}}}, "l": {"L": [{"S": "v"}]}}) == (1 + 3 + 1 + 1 + 1) + (
+        1 + 3 + 1 + 1
+    )
 
 
 def test_a_transaction_conflict_is_retried(store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(outbox_module.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
     real = client.transact_write_items
     calls = {"n": 0}
 
@@ -506,7 +514,7 @@ def test_settling_a_record_twice_in_one_call_is_refused(store: OutboxStore, cloc
 def test_unprocessed_settlements_are_retried_then_refused(
     store: OutboxStore, client: Any, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outbox_module.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
     store.accept(Kind.WRITEOFF, writeoffs(3))
     due = store.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)
     real = client.batch_write_item
@@ -530,62 +538,60 @@ def test_unprocessed_settlements_are_retried_then_refused(
 
 
 # --------------------------------------------------------------------------------------- leases and flags
-def test_lease_acquire_extend_expire_and_release(store: OutboxStore, clock: FrozenClock) -> None:
+def test_lease_acquire_extend_expire_and_release(control: RunControl, clock: FrozenClock) -> None:
     now = clock.ms
-    assert store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 60_000, now_ms=now)
-    assert not store.acquire_lease("sync-writeoff", "run-b", until_ms=now + 60_000, now_ms=now + 1_000)
-    assert store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 120_000, now_ms=now + 1_000)  # extends
-    assert not store.acquire_lease("sync-writeoff", "run-b", until_ms=now + 180_000, now_ms=now + 90_000)
-    assert store.acquire_lease("other-lease", "run-b", until_ms=now + 60_000, now_ms=now)  # leases are apart
+    assert control.acquire_lease("sync-writeoff", "run-a", until_ms=now + 60_000, now_ms=now)
+    assert not control.acquire_lease("sync-writeoff", "run-b", until_ms=now + 60_000, now_ms=now + 1_000)
+    assert control.acquire_lease("sync-writeoff", "run-a", until_ms=now + 120_000, now_ms=now + 1_000)  # extends
+    assert not control.acquire_lease("sync-writeoff", "run-b", until_ms=now + 180_000, now_ms=now + 90_000)
+    assert control.acquire_lease("other-lease", "run-b", until_ms=now + 60_000, now_ms=now)  # leases are apart
 
     # Expired: another owner takes it over.
-    assert store.acquire_lease("sync-writeoff", "run-b", until_ms=now + 300_000, now_ms=now + 120_001)
-    store.release_lease("sync-writeoff", "run-a")  # no longer run-a's: ignored
-    assert not store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 400_000, now_ms=now + 130_000)
-    store.release_lease("sync-writeoff", "run-b")
-    assert store.acquire_lease("sync-writeoff", "run-a", until_ms=now + 400_000, now_ms=now + 130_000)
+    assert control.acquire_lease("sync-writeoff", "run-b", until_ms=now + 300_000, now_ms=now + 120_001)
+    control.release_lease("sync-writeoff", "run-a")  # no longer run-a's: ignored
+    assert not control.acquire_lease("sync-writeoff", "run-a", until_ms=now + 400_000, now_ms=now + 130_000)
+    control.release_lease("sync-writeoff", "run-b")
+    assert control.acquire_lease("sync-writeoff", "run-a", until_ms=now + 400_000, now_ms=now + 130_000)
 
 
-def test_ban_round_trip_never_shortens_and_ends(store: OutboxStore, clock: FrozenClock) -> None:
-    assert store.ban_until("app") is None
-    store.set_ban("app", until_ms=clock.ms + 60_000, reason="accesscontrol.limited-by-api-access-count")
-    assert store.ban_until("app") == clock.ms + 60_000
-    store.set_ban("app", until_ms=clock.ms + 10_000, reason="shorter")
-    assert store.ban_until("app") == clock.ms + 60_000
-    assert store.ban_until("other") is None
+def test_ban_round_trip_never_shortens_and_ends(control: RunControl, clock: FrozenClock) -> None:
+    assert control.ban_until("app") is None
+    control.set_ban("app", until_ms=clock.ms + 60_000, reason="accesscontrol.limited-by-api-access-count")
+    assert control.ban_until("app") == clock.ms + 60_000
+    control.set_ban("app", until_ms=clock.ms + 10_000, reason="shorter")
+    assert control.ban_until("app") == clock.ms + 60_000
+    assert control.ban_until("other") is None
     clock.advance(seconds=61)
-    assert store.ban_until("app") is None
-    store.set_ban("app", until_ms=clock.ms + 5_000, reason="again")
-    assert store.ban_until("app") == clock.ms + 5_000
+    assert control.ban_until("app") is None
+    control.set_ban("app", until_ms=clock.ms + 5_000, reason="again")
+    assert control.ban_until("app") == clock.ms + 5_000
 
 
-def test_pause_round_trip(store: OutboxStore, clock: FrozenClock) -> None:
-    assert store.pause("sync-risk") is None
-    store.set_pause("sync-risk", reason="session expired (code 27)", fingerprint="abc123")
-    assert store.pause("sync-risk") == {
-        "reason": "session expired (code 27)",
-        "fingerprint": "abc123",
-        "since": clock.ms,
-    }
-    store.clear_pause("sync-risk")
-    assert store.pause("sync-risk") is None
-    store.clear_pause("sync-risk")  # clearing twice is fine
+def test_pause_round_trip(control: RunControl, clock: FrozenClock) -> None:
+    assert control.pause("sync-risk") is None
+    control.set_pause("sync-risk", reason="session expired (code 27)", fingerprint="abc123")
+    assert control.pause("sync-risk") == Pause(
+        reason="session expired (code 27)", fingerprint="abc123", since_ms=clock.ms
+    )
+    control.clear_pause("sync-risk")
+    assert control.pause("sync-risk") is None
+    control.clear_pause("sync-risk")  # clearing twice is fine
 
 
-def test_control_items_never_show_up_as_records(store: OutboxStore, clock: FrozenClock) -> None:
-    store.acquire_lease("writeoff", "run-a", until_ms=clock.ms + 1, now_ms=clock.ms)
-    store.set_pause("writeoff", reason="r", fingerprint="f")
+def test_control_items_never_show_up_as_records(store: OutboxStore, control: RunControl, clock: FrozenClock) -> None:
+    control.acquire_lease("writeoff", "run-a", until_ms=clock.ms + 1, now_ms=clock.ms)
+    control.set_pause("writeoff", reason="r", fingerprint="f")
     assert store.due(Kind.WRITEOFF, now_ms=clock.ms + 10**9, limit=10) == []
     assert store.get(Kind.WRITEOFF, "lease") is None
 
 
 # ------------------------------------------------------------------------------------------------ public
-def test_to_public_shows_the_state_but_never_the_payload(store: OutboxStore, clock: FrozenClock) -> None:
+def test_public_view_shows_the_state_but_never_the_payload(store: OutboxStore, clock: FrozenClock) -> None:
     records = writeoffs(1, user_name="李四")
     store.accept(Kind.WRITEOFF, records)
     record = store.get(Kind.WRITEOFF, records[0][0])
     assert record is not None
-    public = record.to_public()
+    public = public_view(record)
     assert public == {
         "kind": "writeoff",
         "id": records[0][0],
@@ -605,7 +611,7 @@ def test_to_public_shows_the_state_but_never_the_payload(store: OutboxStore, clo
     store.settle([Synced(order, {"ok": True}, platform_order_id=12)])
     settled = store.get(Kind.EXTERNAL_ORDER, "EO-9")
     assert settled is not None
-    shown = settled.to_public()
+    shown = public_view(settled)
     assert shown["platform_order_id"] == 12 and shown["state"] == "synced" and "next_attempt_at" not in shown
     assert "payload" not in shown and "130" not in json.dumps(shown)
 
@@ -630,6 +636,6 @@ def _risk(n: int) -> dict[str, Any]:
 
 
 def test_outbox_record_is_frozen() -> None:
-    record = OutboxRecord(Kind.RISK, "1", {}, "0", "due", 0, 1, "t", None, None, None, None, None)
+    record = OutboxRecord(Kind.RISK, "1", {}, "0", RecordState.DUE, 0, 1, "t", None, None, None, None, None)
     with pytest.raises(AttributeError):
-        record.state = "synced"  # type: ignore[misc]
+        record.state = RecordState.SYNCED  # type: ignore[misc]

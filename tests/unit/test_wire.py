@@ -1,4 +1,6 @@
-"""to_top_params: the seeds' Java request examples as the platform's wire text, and the protocol.md sign vector."""
+"""The wire text of each outbound API: the seeds' Java request examples and the protocol sign vector
+(docs/PROTOCOL.md), through the same path production takes (intake's stored payload, then ``API.params``, which
+the sync runner sends), plus ``to_top_params`` rules for every kind of top-level parameter."""
 
 from __future__ import annotations
 
@@ -11,10 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taobao_bridge.clock import parse_platform_time as parse_datetime  # Java's StringUtils.parseDateTime
+from taobao_bridge.kinds import KINDS, Kind
 from taobao_bridge.models import external_order, risk, writeoff
+from taobao_bridge.models.api import OutboundApi
 from taobao_bridge.models.common import OutboundModel, PlatformDateTime
 from taobao_bridge.signing import sign_top_request
 from taobao_bridge.wire import to_top_params
+
+
+def as_sent(kind: Kind, *records: OutboundModel) -> dict[str, str]:
+    """The parameters production sends for these records: stored as intake stores them, sent by ``API.params``."""
+    spec = KINDS[kind]
+    return spec.api.params([spec.payload_of(record) for record in records])
 
 
 def compact(value: Any) -> str:
@@ -79,7 +89,7 @@ def test_writeoff_java_example_on_the_wire() -> None:
         service_detail_id=111223,
         tb_biz_order_id=353454543,
     )
-    params = to_top_params(writeoff.WriteoffSyncRequest(local_order_write_off_d_t_o_list=[dto]))
+    params = as_sent(Kind.WRITEOFF, dto)
 
     assert list(params) == ["local_order_write_off_d_t_o_list"]
     text = params["local_order_write_off_d_t_o_list"]
@@ -100,13 +110,11 @@ def test_writeoff_verify_time_from_an_aware_datetime_is_platform_time() -> None:
         service_detail_id=1,
         tb_biz_order_id=1,
     )
-    text = to_top_params(writeoff.WriteoffSyncRequest(local_order_write_off_d_t_o_list=[dto]))[
-        "local_order_write_off_d_t_o_list"
-    ]
+    text = as_sent(Kind.WRITEOFF, dto)["local_order_write_off_d_t_o_list"]
     assert json.loads(text)[0]["verify_time"] == "2020-11-11 12:00:00"
 
 
-# --- protocol.md: the writeoff sign vector ---------------------------------------------------------------------
+# --- docs/PROTOCOL.md: the writeoff sign vector -------------------------------------------------------------
 
 VECTOR_SECRET = "0123456789abcdef0123456789abcdef"
 VECTOR_LIST = (
@@ -117,19 +125,15 @@ VECTOR_SIGN = "DF0A2A5B26844480ABAC349A7C401D346505F43E9203B8027428A33FF2E14228"
 
 
 def test_protocol_writeoff_vector_signs_as_the_platform_expects() -> None:
-    request = writeoff.WriteoffSyncRequest(
-        local_order_write_off_d_t_o_list=[
-            writeoff.LocalOrderWriteOffDto(
-                biz_type=2,
-                service_sku_name="洗车",
-                verify_time=parse_datetime("2020-11-11 12:00:00"),
-                tb_store_id=2343432,
-                service_status=2,
-                service_id=1111,
-                service_detail_id=111223,
-                tb_biz_order_id=353454543,
-            )
-        ]
+    record = writeoff.LocalOrderWriteOffDto(
+        biz_type=2,
+        service_sku_name="洗车",
+        verify_time=parse_datetime("2020-11-11 12:00:00"),
+        tb_store_id=2343432,
+        service_status=2,
+        service_id=1111,
+        service_detail_id=111223,
+        tb_biz_order_id=353454543,
     )
     system = {
         "method": writeoff.METHOD,
@@ -139,7 +143,7 @@ def test_protocol_writeoff_vector_signs_as_the_platform_expects() -> None:
         "v": "2.0",
         "sign_method": "hmac-sha256",
     }
-    api = to_top_params(request)
+    api = as_sent(Kind.WRITEOFF, record)
     assert api == {"local_order_write_off_d_t_o_list": VECTOR_LIST}
     assert sign_top_request({**system, **api}, VECTOR_SECRET, "hmac-sha256") == VECTOR_SIGN
 
@@ -175,7 +179,7 @@ def test_risk_java_example_on_the_wire() -> None:
         buyer_name="王五",
         work_order_submit_time=parse_datetime("2000-01-01 00:00:00"),
     )
-    params = to_top_params(risk.RiskSyncRequest(risk_info_sync_request=risk.RiskInfoSyncRequest(contents=[dto])))
+    params = as_sent(Kind.RISK, dto)
 
     assert list(params) == ["risk_info_sync_request"]
     text = params["risk_info_sync_request"]
@@ -194,9 +198,7 @@ def test_nineteen_digit_id_from_text_reaches_the_wire_exactly() -> None:
         tc_sub_order_id=9223372036854775807,
         buyer_name="x",
     )
-    text = to_top_params(risk.RiskSyncRequest(risk_info_sync_request=risk.RiskInfoSyncRequest(contents=[dto])))[
-        "risk_info_sync_request"
-    ]
+    text = as_sent(Kind.RISK, dto)["risk_info_sync_request"]
     content = json.loads(text)["contents"][0]
     assert content["tc_order_id"] == 3882527336184474047
     assert content["tc_sub_order_id"] == 2**63 - 1
@@ -254,7 +256,7 @@ def test_external_order_java_example_on_the_wire() -> None:
         idempotent_id="YC_STORE-45678765",
         ext_info="自定义json字符",
     )
-    params = to_top_params(external_order.ExternalOrderSyncRequest(sync_single_order_req=order))
+    params = as_sent(Kind.EXTERNAL_ORDER, order)
 
     assert list(params) == ["sync_single_order_req"]
     text = params["sync_single_order_req"]
@@ -265,12 +267,10 @@ def test_external_order_java_example_on_the_wire() -> None:
 
 
 def test_external_order_minimal_request_sends_only_what_is_set() -> None:
-    request = external_order.ExternalOrderSyncRequest(
-        sync_single_order_req=external_order.SyncSingleOrderReq(
-            idempotent_id="YC_STORE-1", hide=False, buyer_info=external_order.UserInfo()
-        )
+    order = external_order.SyncSingleOrderReq(
+        idempotent_id="YC_STORE-1", hide=False, buyer_info=external_order.UserInfo()
     )
-    text = to_top_params(request)["sync_single_order_req"]
+    text = as_sent(Kind.EXTERNAL_ORDER, order)["sync_single_order_req"]
     # False is a value (kept); an empty object is kept as {}; unset fields are omitted.
     assert text == '{"buyer_info":{},"hide":false,"idempotent_id":"YC_STORE-1"}'
 
@@ -380,8 +380,46 @@ writeoffs = st.builds(
 @given(st.lists(writeoffs, min_size=1, max_size=4))
 def test_writeoff_wire_text_round_trips_without_nulls(dtos: list[writeoff.LocalOrderWriteOffDto]) -> None:
     request = writeoff.WriteoffSyncRequest(local_order_write_off_d_t_o_list=dtos)
-    params = to_top_params(request)
+    params = as_sent(Kind.WRITEOFF, *dtos)
+    assert params == to_top_params(request), "production's path and the request model give one wire text"
     assert list(params) == ["local_order_write_off_d_t_o_list"]
     loaded = json.loads(params["local_order_write_off_d_t_o_list"])
     assert all(None not in item.values() for item in loaded)
     assert writeoff.WriteoffSyncRequest(local_order_write_off_d_t_o_list=loaded) == request
+
+
+# --- what each API module declares ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("api", "method", "max_batch", "needs_session", "param"),
+    [
+        (writeoff.API, "tmall.car.local.service.order.writeoff.sync", 999, False, "local_order_write_off_d_t_o_list"),
+        (risk.API, "taobao.aliauto.risk.info.tmall.yc.service.sync", 100, True, "risk_info_sync_request"),
+        (external_order.API, "tmall.aliauto.trade.external.order.sycn", 1, False, "sync_single_order_req"),
+    ],
+)
+def test_each_api_module_declares_its_wire_shape(
+    api: OutboundApi, method: str, max_batch: int, needs_session: bool, param: str
+) -> None:
+    # Expected values from the seeds (000, 001, 002), written out here rather than read from the modules.
+    assert (api.method, api.max_batch, api.needs_session, api.param) == (method, max_batch, needs_session, param)
+    assert {spec.api for spec in KINDS.values()} >= {api}
+
+
+@pytest.mark.parametrize(("kind", "key"), [(Kind.WRITEOFF, "local_order_write_off_d_t_o_list")])
+def test_a_batch_over_the_api_limit_is_refused_before_sending(kind: Kind, key: str) -> None:
+    spec = KINDS[kind]
+    record = writeoff.LocalOrderWriteOffDto(
+        biz_type=2,
+        verify_time=parse_datetime("2020-11-11 12:00:00"),
+        tb_store_id=1,
+        service_status=2,
+        service_id=1,
+        service_detail_id=1,
+        tb_biz_order_id=1,
+    )
+    payload = spec.payload_of(record)
+    assert len(json.loads(spec.api.params([payload] * 999)[key])) == 999
+    with pytest.raises(ValueError, match=key):
+        spec.api.params([payload] * 1000)

@@ -6,7 +6,6 @@ __all__ = [
     "BridgeError",
     "ConfigurationError",
     "StorageError",
-    "TopBusinessRefusal",
     "TopClockError",
     "TopError",
     "TopPermanentError",
@@ -93,7 +92,3 @@ class TopClockError(TopError):
 
 class TopPermanentError(TopError):
     """Raised for caller errors (``isv.*`` and the permanent codes): retrying unchanged cannot succeed."""
-
-
-class TopBusinessRefusal(TopPermanentError):
-    """Raised when the gateway accepted the call but the API answered ``result.success=false``."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .dynamo import dynamodb_client, from_item, to_item
+from .dynamo import describe_error, dynamodb_client, from_item, is_transaction_conflict, storage_errors, to_item
 from .errors import StorageError
 
 __all__ = [
@@ -147,8 +147,8 @@ class FulfillmentStore:
                 outcome = self._explain_cancellation(exc, order)
                 if outcome is not None:
                     return outcome
-                if attempt == _CONFLICT_RETRIES or not _is_transaction_conflict(exc):
-                    raise StorageError(f"storing fulfillment order failed: {_aws_error(exc)}") from exc
+                if attempt == _CONFLICT_RETRIES or not is_transaction_conflict(exc):
+                    raise StorageError(f"storing fulfillment order failed: {describe_error(exc)}") from exc
                 time.sleep(0.02 * (attempt + 1) + random.uniform(0, 0.02))
             except BotoCoreError as exc:
                 raise StorageError(f"storing fulfillment order failed: {exc}") from exc
@@ -173,49 +173,31 @@ class FulfillmentStore:
 
     def get(self, fulfillment_order_no: str) -> dict[str, Any] | None:
         """The stored order as plain values, or None."""
-        try:
+        with storage_errors("reading fulfillment order (GetItem)"):
             found = self.client.get_item(
                 TableName=self.orders_table,
                 Key=to_item({"fulfillment_order_no": fulfillment_order_no}),
                 ConsistentRead=True,
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"reading fulfillment order failed: {exc}") from exc
         return from_item(found["Item"]) if "Item" in found else None
 
     def set_capacity(self, store_id: str, item_id: str, available: int) -> None:
         """Start (or reset) enforcing capacity for one store and item."""
         if available < 0:
             raise ValueError("available must be >= 0")
-        try:
+        with storage_errors("setting capacity (UpdateItem)"):
             self.client.update_item(
                 TableName=self.inventory_table,
                 Key=to_item({"store_id": store_id, "item_id": item_id}),
                 UpdateExpression="SET tracked = :true, available = :available",
                 ExpressionAttributeValues=to_item({":true": True, ":available": available}),
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"setting capacity failed: {exc}") from exc
 
     def get_capacity(self, store_id: str, item_id: str) -> dict[str, Any] | None:
-        try:
+        with storage_errors("reading capacity (GetItem)"):
             found = self.client.get_item(
                 TableName=self.inventory_table,
                 Key=to_item({"store_id": store_id, "item_id": item_id}),
                 ConsistentRead=True,
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"reading capacity failed: {exc}") from exc
         return from_item(found["Item"]) if "Item" in found else None
-
-
-def _is_transaction_conflict(exc: ClientError) -> bool:
-    reasons = exc.response.get("CancellationReasons") or []
-    return exc.response.get("Error", {}).get("Code") == "TransactionConflictException" or any(
-        r.get("Code") == "TransactionConflict" for r in reasons
-    )
-
-
-def _aws_error(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', 'unknown')}: {error.get('Message', '')}".strip()

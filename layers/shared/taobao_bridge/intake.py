@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,7 +19,7 @@ from .errors import BridgeError
 from .jsonutil import DuplicateKeyError, loads_strict
 from .kinds import KINDS, Kind, KindSpec, kind_for_path
 from .models.common import field_path
-from .outbox import AcceptResult, OutboxStore
+from .outbox import AcceptResult, AcceptStatus, OutboxRecord, OutboxStore, RecordState
 
 __all__ = [
     "MAX_PROBLEMS",
@@ -33,6 +34,7 @@ __all__ = [
     "accept_answer",
     "parse_body",
     "parse_records",
+    "public_view",
     "spec_for_path",
 ]
 
@@ -156,7 +158,7 @@ def accept_answer(results: Sequence[AcceptResult]) -> tuple[int, dict[str, Any]]
     """HTTP status and body for stored results: 202, or 409 when any record conflicts (the others were
     still accepted: the answer lists each record's own status)."""
     records = [{"id": result.record_id, "status": result.status, "state": result.state} for result in results]
-    conflicts = sum(1 for result in results if result.status == "conflict")
+    conflicts = sum(1 for result in results if result.status is AcceptStatus.CONFLICT)
     if not conflicts:
         return 202, {"records": records}
     message = (
@@ -177,8 +179,28 @@ class Intake:
         return self.store.accept(kind, parse_records(kind, body))
 
     def status(self, kind: Kind, record_id: str) -> dict[str, Any]:
-        """The public view of one record (``OutboxRecord.to_public``), or ``NotFound``."""
+        """The public view of one record (``public_view``), or ``NotFound``."""
         record = self.store.get(kind, record_id)
         if record is None:
             raise NotFound(f"no {KINDS[kind].path} record with id {record_id!r}")
-        return record.to_public()
+        return public_view(record)
+
+
+def public_view(record: OutboxRecord) -> dict[str, Any]:
+    """What ``GET /v1/{kind}/{id}`` shows. Never the payload: it holds personal data."""
+    public: dict[str, Any] = {
+        "kind": record.kind.value,
+        "id": record.record_id,
+        "state": record.state.value,
+        "attempts": record.attempts,
+        "last_error": record.last_error,
+        "accepted_at": record.accepted_at,
+        "settled_at": record.settled_at,
+        "dead_reason": record.dead_reason,
+    }
+    if record.kind is Kind.EXTERNAL_ORDER:
+        public["platform_order_id"] = record.platform_order_id
+    if record.state is RecordState.DUE and record.due_at is not None:
+        moment = datetime.fromtimestamp(record.due_at / 1000, UTC)
+        public["next_attempt_at"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return public

@@ -1,8 +1,10 @@
-"""The three kinds of outbound record: their DTO, TOP API, batch limit and natural key (DESIGN.md)."""
+"""The three kinds of outbound record. Each is one API module's ``API`` (method, batch limit, session, wire
+parameter, verdict: see ``models.api``) plus what the bridge adds: its intake path and its natural key
+(docs/ARCHITECTURE.md, "Outbound flow")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .models import external_order, risk, writeoff
+from .models.api import OutboundApi, Verdict
 
 __all__ = ["KINDS", "Kind", "KindSpec", "Verdict", "kind_for_path"]
 
@@ -40,60 +43,31 @@ def _external_order_id(p: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """What an accepted call's business result says: refused (with the platform's code and message) or not,
-    and the platform's order id where the API gives one."""
-
-    refusal: str | None = None
-    platform_order_id: int | None = None
-
-
-def _writeoff_verdict(body: dict[str, Any]) -> Verdict:
-    result = writeoff.WriteoffSyncResponse.model_validate(body).result
-    if result is not None and result.success is False:
-        return Verdict(refusal=f"{result.error_code or 'refused'}: {result.error_msg or ''}".strip())
-    return Verdict()
-
-
-def _risk_verdict(body: dict[str, Any]) -> Verdict:
-    risk.RiskSyncResponse.model_validate(body)  # the seed documents no business result: accepted is synced
-    return Verdict()
-
-
-def _external_order_verdict(body: dict[str, Any]) -> Verdict:
-    result = external_order.ExternalOrderSyncResponse.model_validate(body).result
-    if result is None:
-        return Verdict(refusal="no result in the answer")
-    if result.success is False:
-        return Verdict(refusal=f"{result.msg_code or 'refused'}: {result.msg_info or ''}".strip())
-    order_id = result.data.order_id if result.data else None
-    return Verdict(platform_order_id=order_id)
-
-
-def _writeoff_params(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"local_order_write_off_d_t_o_list": payloads}
-
-
-def _risk_params(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"risk_info_sync_request": {"contents": payloads}}
-
-
-def _external_order_params(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    (only,) = payloads  # one order per call: the API takes a single object
-    return {"sync_single_order_req": only}
-
-
-@dataclass(frozen=True)
 class KindSpec:
     kind: Kind
     path: str  # the intake path segment: /v1/<path>
-    dto: type[BaseModel]  # one record, as merchants hand it in
-    method: str  # the TOP API
-    max_batch: int  # records per TOP call
-    needs_session: bool
+    api: OutboundApi  # the TOP API the records go to, as its model module declares it
     record_id: Callable[[dict[str, Any]], str]  # natural key from the JSON-mode payload
-    api_params: Callable[[list[dict[str, Any]]], dict[str, Any]]  # top-level API parameters for a batch
-    verdict: Callable[[dict[str, Any]], Verdict]  # the business result of an accepted call
+
+    @property
+    def dto(self) -> type[BaseModel]:
+        """One record, as merchants hand it in."""
+        return self.api.record
+
+    @property
+    def method(self) -> str:
+        return self.api.method
+
+    @property
+    def max_batch(self) -> int:
+        return self.api.max_batch
+
+    @property
+    def needs_session(self) -> bool:
+        return self.api.needs_session
+
+    def verdict(self, body: Mapping[str, Any]) -> Verdict:
+        return self.api.verdict(body)
 
     def payload_of(self, record: BaseModel) -> dict[str, Any]:
         """The wire form of one validated record: JSON types, nulls omitted, field order kept."""
@@ -101,39 +75,9 @@ class KindSpec:
 
 
 KINDS: dict[Kind, KindSpec] = {
-    Kind.WRITEOFF: KindSpec(
-        Kind.WRITEOFF,
-        "writeoffs",
-        writeoff.LocalOrderWriteOffDto,
-        writeoff.METHOD,
-        writeoff.MAX_BATCH,
-        False,
-        _writeoff_id,
-        _writeoff_params,
-        _writeoff_verdict,
-    ),
-    Kind.RISK: KindSpec(
-        Kind.RISK,
-        "risk-records",
-        risk.RiskInfoSyncDTO,
-        risk.METHOD,
-        risk.MAX_BATCH,
-        risk.NEEDS_SESSION,
-        _risk_id,
-        _risk_params,
-        _risk_verdict,
-    ),
-    Kind.EXTERNAL_ORDER: KindSpec(
-        Kind.EXTERNAL_ORDER,
-        "external-orders",
-        external_order.SyncSingleOrderReq,
-        external_order.METHOD,
-        1,
-        False,
-        _external_order_id,
-        _external_order_params,
-        _external_order_verdict,
-    ),
+    Kind.WRITEOFF: KindSpec(Kind.WRITEOFF, "writeoffs", writeoff.API, _writeoff_id),
+    Kind.RISK: KindSpec(Kind.RISK, "risk-records", risk.API, _risk_id),
+    Kind.EXTERNAL_ORDER: KindSpec(Kind.EXTERNAL_ORDER, "external-orders", external_order.API, _external_order_id),
 }
 
 

@@ -1,12 +1,13 @@
 """Pydantic models of the four platform APIs, one module per API, each with its ``METHOD`` constant.
 
-Outbound TOP calls: ``writeoff``, ``risk``, ``external_order``. Inbound Qimen call: ``fulfillment``. Several
+Outbound TOP calls: ``writeoff``, ``risk``, ``external_order``, each declaring its ``API`` (``api.OutboundApi``).
+Inbound Qimen call: ``fulfillment``. Several
 modules define a class of the same name (``UserInfo``, ``ItemInfo``), so import them through their module.
 """
 
 from __future__ import annotations
 
-from . import common, external_order, fulfillment, risk, writeoff
+from . import api, common, external_order, fulfillment, risk, writeoff
 from .common import InboundModel, Int64, OutboundModel, PlatformDateTime
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Int64",
     "OutboundModel",
     "PlatformDateTime",
+    "api",
     "common",
     "external_order",
     "fulfillment",

@@ -8,14 +8,20 @@ The seed's table flattens the nesting; its Java example shows the real classes: 
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from pydantic import Field
 
+from .api import OutboundApi, Verdict
 from .common import InboundModel, Int64, OutboundModel, PlatformDateTime
 
 __all__ = [
+    "API",
+    "MAX_BATCH",
     "METHOD",
+    "NEEDS_SESSION",
+    "PARAM",
     "AliAutoResult",
     "ExternalOrderSyncRequest",
     "ExternalOrderSyncResponse",
@@ -25,10 +31,16 @@ __all__ = [
     "SingleOrderResult",
     "SyncSingleOrderReq",
     "UserInfo",
+    "verdict",
 ]
 
 # "sycn" is the platform's own misspelling of "sync": the gateway knows the API only by this name.
 METHOD: Final = "tmall.aliauto.trade.external.order.sycn"
+MAX_BATCH: Final = 1
+"""The API takes a single order object per call."""
+NEEDS_SESSION: Final = False
+PARAM: Final = "sync_single_order_req"
+"""The one API parameter: the order object itself."""
 
 
 class UserInfo(OutboundModel):
@@ -112,3 +124,30 @@ class ExternalOrderSyncResponse(InboundModel):
 
     result: AliAutoResult | None = None
     request_id: str | None = None
+
+
+def verdict(body: Mapping[str, Any]) -> Verdict:
+    """``result.success=false`` with ``msg_code`` is a refusal; success carries the platform's order id."""
+    result = ExternalOrderSyncResponse.model_validate(body).result
+    if result is None:
+        return Verdict(refusal="no result in the answer")
+    if result.success is False:
+        return Verdict(refusal=f"{result.msg_code or 'refused'}: {result.msg_info or ''}".strip())
+    return Verdict(platform_order_id=result.data.order_id if result.data else None)
+
+
+def _single(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    (only,) = payloads  # one order per call: the API takes a single object
+    return only
+
+
+API: Final = OutboundApi(
+    method=METHOD,
+    max_batch=MAX_BATCH,
+    needs_session=NEEDS_SESSION,
+    param=PARAM,
+    record=SyncSingleOrderReq,
+    request=ExternalOrderSyncRequest,
+    wrap=_single,
+    verdict=verdict,
+)

@@ -6,22 +6,27 @@ Field order follows the seed's parameter table: it is the key order of the JSON 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, Field
 
+from .api import OutboundApi, Verdict
 from .common import InboundModel, Int64, OutboundModel, PlatformDateTime, one_of
 
 __all__ = [
+    "API",
     "INSTALL_TYPE",
     "MAX_BATCH",
     "METHOD",
     "NEEDS_SESSION",
+    "PARAM",
     "RiskInfoSyncDTO",
     "RiskInfoSyncRequest",
     "RiskSyncRequest",
     "RiskSyncResponse",
+    "verdict",
 ]
 
 METHOD: Final = "taobao.aliauto.risk.info.tmall.yc.service.sync"
@@ -29,6 +34,8 @@ MAX_BATCH: Final = 100
 """一批次最大100条: contents per call."""
 NEEDS_SESSION: Final = True
 """The seed's Java example calls ``client.execute(req, sessionKey)``: the seller's session is required."""
+PARAM: Final = "risk_info_sync_request"
+"""The one API parameter: an object whose ``contents`` is the list of records."""
 
 INSTALL_TYPE: Final = MappingProxyType({0: "无需安装, no installation", 1: "到店安装, installed at the store"})
 """Allowed ``install_type`` values (安装类型)."""
@@ -65,3 +72,21 @@ class RiskSyncResponse(InboundModel):
     """The content of ``aliauto_risk_info_tmall_yc_service_sync_response``; the seed documents no fields."""
 
     request_id: str | None = None
+
+
+def verdict(body: Mapping[str, Any]) -> Verdict:
+    """The seed documents no business result: a call the gateway accepted is synced."""
+    RiskSyncResponse.model_validate(body)
+    return Verdict()
+
+
+API: Final = OutboundApi(
+    method=METHOD,
+    max_batch=MAX_BATCH,
+    needs_session=NEEDS_SESSION,
+    param=PARAM,
+    record=RiskInfoSyncDTO,
+    request=RiskSyncRequest,
+    wrap=lambda payloads: {"contents": payloads},
+    verdict=verdict,
+)

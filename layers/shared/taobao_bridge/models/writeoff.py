@@ -5,27 +5,37 @@ Field order follows the seed's parameter table: it is the key order of the JSON 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, Field
 
+from .api import OutboundApi, Verdict
 from .common import InboundModel, Int64, OutboundModel, PlatformDateTime, one_of
 
 __all__ = [
+    "API",
     "BIZ_TYPE",
     "MAX_BATCH",
     "METHOD",
+    "NEEDS_SESSION",
+    "PARAM",
     "SERVICE_STATUS",
     "LocalOrderWriteOffDto",
     "WriteoffSyncRequest",
     "WriteoffSyncResponse",
     "WriteoffSyncResult",
+    "verdict",
 ]
 
 METHOD: Final = "tmall.car.local.service.order.writeoff.sync"
 MAX_BATCH: Final = 999
 """最大列表长度: writeoffs per call."""
+NEEDS_SESSION: Final = False
+"""The seed's Java example calls ``client.execute(req)``: no seller session."""
+PARAM: Final = "local_order_write_off_d_t_o_list"
+"""The one API parameter: the list of writeoffs."""
 
 BIZ_TYPE: Final = MappingProxyType({2: "本地化, local service", 3: "安装服务, installation service"})
 """Allowed ``biz_type`` values (业务类型)."""
@@ -88,3 +98,23 @@ class WriteoffSyncResponse(InboundModel):
 
     result: WriteoffSyncResult | None = None
     request_id: str | None = None
+
+
+def verdict(body: Mapping[str, Any]) -> Verdict:
+    """``result.success=false`` is a refusal with ``error_code``/``error_msg``; anything else is synced."""
+    result = WriteoffSyncResponse.model_validate(body).result
+    if result is not None and result.success is False:
+        return Verdict(refusal=f"{result.error_code or 'refused'}: {result.error_msg or ''}".strip())
+    return Verdict()
+
+
+API: Final = OutboundApi(
+    method=METHOD,
+    max_batch=MAX_BATCH,
+    needs_session=NEEDS_SESSION,
+    param=PARAM,
+    record=LocalOrderWriteOffDto,
+    request=WriteoffSyncRequest,
+    wrap=lambda payloads: payloads,
+    verdict=verdict,
+)

@@ -1,5 +1,5 @@
 """One scheduled sync run for one kind of record: due records from the outbox, batched into signed TOP calls,
-each record settled synced, retried later or dead.
+each record settled synced, retried later or dead (docs/ARCHITECTURE.md, "Outbound flow").
 
 A run
 1. honours a stored rate-limit ban and, for APIs that need the seller session, a stored session pause;
@@ -12,6 +12,8 @@ the good ones are synced, the bad ones settled dead with the platform's code and
 failing transiently is retried later with backoff and settled dead after ``max_attempts``. A worker that dies
 between send and settle leaves its records due: the lease expires and the next run sends them again with the
 same business keys.
+
+The runner logs but emits no metrics: the handler emits them from the ``RunReport`` it returns.
 """
 
 from __future__ import annotations
@@ -24,30 +26,23 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
+from pydantic import ValidationError
 
-from .clock import Clock, system_clock
-from .errors import (
-    BridgeError,
-    TopError,
-    TopPermanentError,
-    TopRateLimited,
-    TopSessionExpired,
-    TopTransportError,
-)
-from .kinds import KINDS, Kind, KindSpec
-from .outbox import Dead, OutboxRecord, OutboxStore, Retry, Settlement, Synced
-from .settings import Settings, load_settings, metrics_namespace
-from .top_client import TopClient
+from ..clock import Clock, system_clock
+from ..errors import BridgeError, TopError, TopPermanentError, TopRateLimited, TopSessionExpired, TopTransportError
+from ..kinds import KINDS, Kind, KindSpec
+from ..models.common import field_path
+from ..outbox.records import Dead, OutboxRecord, Retry, Settlement, Synced
+from ..settings import Settings
+from .ports import SyncControl, SyncOutbox, TopCaller
 
-__all__ = ["RunReport", "SyncConfig", "SyncRunner", "run_scheduled", "session_fingerprint"]
+__all__ = ["APP_BAN_SCOPE", "RunReport", "RunStatus", "SyncConfig", "SyncRunner", "session_fingerprint"]
 
 logger = Logger(child=True)
-metrics = Metrics(namespace=metrics_namespace())
 
 APP_BAN_SCOPE = "app"  # the daily quota (accesscontrol.limited-by-app-access-count) stops every API
 
@@ -74,10 +69,22 @@ class SyncConfig:
         )
 
 
+class RunStatus(StrEnum):
+    """How a run ended."""
+
+    DONE = "done"  # nothing due is left
+    DEADLINE = "deadline"  # stopped before the Lambda deadline; the rest stays due
+    LEASED_ELSEWHERE = "leased_elsewhere"  # another run holds the kind's lease
+    BANNED = "banned"  # a stored rate-limit ban is still running
+    PAUSED = "paused"  # the seller session is missing or was refused with this key
+    RATE_LIMITED = "rate_limited"  # the platform banned us during this run
+    SESSION_EXPIRED = "session_expired"  # the platform refused the session during this run
+
+
 @dataclass
 class RunReport:
     kind: str
-    status: str = "done"  # done | deadline | leased_elsewhere | banned | paused | rate_limited | session_expired
+    status: RunStatus = RunStatus.DONE
     calls: int = 0
     sent: int = 0
     synced: int = 0
@@ -85,18 +92,51 @@ class RunReport:
     dead: int = 0
     detail: str = ""
     duration_ms: float = 0.0
+    # For metrics, not the run's summary (``as_dict`` leaves them out):
+    batch_sizes: list[int] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # of each accepted call
+    rate_limited_calls: int = 0
+    daily_quota_calls: int = 0  # rate limits that were the app's daily quota
+    session_alerts: int = 0  # session refused by the platform, or no session key configured
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The run's summary, as the function returns and logs it."""
+        return {
+            "kind": self.kind,
+            "status": self.status.value,
+            "calls": self.calls,
+            "sent": self.sent,
+            "synced": self.synced,
+            "retried": self.retried,
+            "dead": self.dead,
+            "detail": self.detail,
+            "duration_ms": self.duration_ms,
+        }
+
+    def metric_values(self) -> list[tuple[str, str, float]]:
+        """``(name, unit, value)`` of every metric this run should emit, units as CloudWatch names them."""
+        values: list[tuple[str, str, float]] = [("BatchSize", "Count", size) for size in self.batch_sizes]
+        values += [("PlatformLatency", "Milliseconds", latency) for latency in self.latencies_ms]
+        values += [("TopRateLimited", "Count", 1)] * self.rate_limited_calls
+        values += [("TopDailyQuotaExceeded", "Count", 1)] * self.daily_quota_calls
+        values += [("TopSessionExpired", "Count", 1)] * self.session_alerts
+        values += [
+            ("RecordsSent", "Count", self.sent),
+            ("RecordsSynced", "Count", self.synced),
+            ("RecordsRetried", "Count", self.retried),
+            ("RecordsDead", "Count", self.dead),
+            ("TopCalls", "Count", self.calls),
+        ]
+        return values
 
 
 class _StopRun(Exception):
     """Raised inside a run to stop it; the records concerned stay due."""
 
-    def __init__(self, status: str, detail: str) -> None:
+    def __init__(self, status: RunStatus, detail: str) -> None:
         self.status = status
         self.detail = detail
-        super().__init__(f"{status}: {detail}")
+        super().__init__(f"{status.value}: {detail}")
 
 
 def session_fingerprint(session_key: str) -> str:
@@ -107,15 +147,14 @@ def session_fingerprint(session_key: str) -> str:
 @dataclass
 class SyncRunner:
     kind: Kind
-    store: OutboxStore
-    client: TopClient
+    outbox: SyncOutbox
+    control: SyncControl
+    client: TopCaller
     session_key: str = ""
     config: SyncConfig = field(default_factory=SyncConfig)
     clock: Clock = system_clock
     monotonic: Callable[[], float] = time.monotonic
     rand: Callable[[], float] = random.random
-    # Called after a TOP call succeeded and before its records are settled (tests kill the worker here).
-    after_send: Callable[[list[OutboxRecord]], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -133,24 +172,28 @@ class SyncRunner:
         deadline = started + remaining_ms() / 1000
         try:
             self._check_ban()
-            self._check_session()
+            self._check_session(report)
             owner = uuid.uuid4().hex
             now = self._now_ms()
             lease_until = now + remaining_ms() + int(self.config.lease_margin_s * 1000)
-            if not self.store.acquire_lease(self.kind.value, owner, until_ms=lease_until, now_ms=now):
-                raise _StopRun("leased_elsewhere", "another run holds this kind's lease")
+            if not self.control.acquire_lease(self.kind.value, owner, until_ms=lease_until, now_ms=now):
+                raise _StopRun(RunStatus.LEASED_ELSEWHERE, "another run holds this kind's lease")
             try:
                 self._drain(report, deadline)
             finally:
-                self.store.release_lease(self.kind.value, owner)
+                self.control.release_lease(self.kind.value, owner)
         except _StopRun as stop:
             report.status, report.detail = stop.status, stop.detail
         report.duration_ms = round((self.monotonic() - started) * 1000, 1)
-        self._emit(report)
+        logger.info("sync run finished", extra={"report": report.as_dict()})
         return report
 
     def _time_left(self, deadline: float) -> float:
         return deadline - self.monotonic()
+
+    def _stop_if_late(self, deadline: float) -> None:
+        if self._time_left(deadline) < self.config.deadline_margin_s:
+            raise _StopRun(RunStatus.DEADLINE, "stopped before the Lambda deadline; the rest stays due")
 
     def _drain(self, report: RunReport, deadline: float) -> None:
         spec = self.spec
@@ -158,22 +201,20 @@ class SyncRunner:
         if spec.max_batch == 1:
             per_round = max(per_round, self.config.external_concurrency * 4)
         while True:
-            if self._time_left(deadline) < self.config.deadline_margin_s:
-                raise _StopRun("deadline", "stopped before the Lambda deadline; the rest stays due")
-            records = self.store.due(self.kind, now_ms=self._now_ms(), limit=per_round)
+            self._stop_if_late(deadline)
+            records = self.outbox.due(self.kind, now_ms=self._now_ms(), limit=per_round)
             if not records:
                 return
             if spec.max_batch == 1:
                 self._send_singles(records, report, deadline)
-            else:
-                for start in range(0, len(records), spec.max_batch):
-                    if self._time_left(deadline) < self.config.deadline_margin_s:
-                        raise _StopRun("deadline", "stopped before the Lambda deadline; the rest stays due")
-                    settled: list[Settlement] = []
-                    try:
-                        self._send_batch(records[start : start + spec.max_batch], report, deadline, settled)
-                    finally:  # also when the run stops mid-isolation: what was decided is kept
-                        self._settle(settled, report)
+                continue
+            for start in range(0, len(records), spec.max_batch):
+                self._stop_if_late(deadline)
+                settled: list[Settlement] = []
+                try:
+                    self._send_batch(records[start : start + spec.max_batch], report, deadline, settled)
+                finally:  # also when the run stops mid-isolation: what was decided is kept
+                    self._settle(settled, report)
 
     # ------------------------------------------------------------------------------------------ sending
     def _send_batch(
@@ -181,7 +222,19 @@ class SyncRunner:
     ) -> None:
         """Send one batch and append its settlements; on a caller error split it to isolate refused records."""
         try:
-            body = self._call(records, report, deadline)
+            params = self.spec.api.params([r.payload for r in records])
+        except ValidationError as exc:  # stored before a model change, or written by hand: never sent
+            reason = f"stored payload no longer valid: {_describe_invalid(exc)}"
+            if len(records) == 1:
+                logger.warning("record not sent", extra={"record_id": records[0].record_id, "reason": reason})
+                settled.append(Dead(records[0], reason, sent=False))
+            else:
+                self._isolate(records, reason, report, deadline, settled)
+            return
+        if self._time_left(deadline) < self.config.deadline_margin_s:
+            return  # too late to start a call (say, mid-isolation): not settled, so the records stay due
+        try:
+            body = self._call(records, params, report, deadline)
         except TopPermanentError as exc:
             self._isolate(records, _describe(exc), report, deadline, settled)
             return
@@ -229,14 +282,15 @@ class SyncRunner:
         if stops:
             raise stops[0]
 
-    def _call(self, records: list[OutboxRecord], report: RunReport, deadline: float) -> dict[str, Any]:
+    def _call(
+        self, records: list[OutboxRecord], params: dict[str, str], report: RunReport, deadline: float
+    ) -> dict[str, Any]:
         spec = self.spec
-        params = spec.api_params([r.payload for r in records])
         session = self.session_key if spec.needs_session else None
         with self._lock:  # external orders are sent from several threads
             report.calls += 1
             report.sent += len(records)
-            metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(records))
+            report.batch_sizes.append(len(records))
         try:
             response = self.client.call(
                 spec.method, params, session=session, deadline=deadline - self.config.deadline_margin_s / 2
@@ -244,22 +298,22 @@ class SyncRunner:
         except TopRateLimited as exc:
             scope = APP_BAN_SCOPE if exc.daily_quota else self.kind.value
             until = self._now_ms() + int(exc.retry_after_s * 1000)
-            self.store.set_ban(scope, until_ms=until, reason=_describe(exc))
-            metrics.add_metric(name="TopRateLimited", unit=MetricUnit.Count, value=1)
-            if exc.daily_quota:
-                metrics.add_metric(name="TopDailyQuotaExceeded", unit=MetricUnit.Count, value=1)
-            raise _StopRun("rate_limited", f"banned for {exc.retry_after_s:g} s ({scope}): {_describe(exc)}") from exc
+            self.control.set_ban(scope, until_ms=until, reason=_describe(exc))
+            with self._lock:
+                report.rate_limited_calls += 1
+                report.daily_quota_calls += 1 if exc.daily_quota else 0
+            detail = f"banned for {exc.retry_after_s:g} s ({scope}): {_describe(exc)}"
+            raise _StopRun(RunStatus.RATE_LIMITED, detail) from exc
         except TopSessionExpired as exc:
-            self.store.set_pause(
+            self.control.set_pause(
                 self.kind.value, reason=_describe(exc), fingerprint=session_fingerprint(self.session_key)
             )
-            metrics.add_metric(name="TopSessionExpired", unit=MetricUnit.Count, value=1)
+            with self._lock:
+                report.session_alerts += 1
             logger.error("seller session refused: sync paused until the session key changes", extra={"kind": self.kind})
-            raise _StopRun("session_expired", _describe(exc)) from exc
+            raise _StopRun(RunStatus.SESSION_EXPIRED, _describe(exc)) from exc
         with self._lock:
-            metrics.add_metric(name="PlatformLatency", unit=MetricUnit.Milliseconds, value=response.latency_ms)
-        if self.after_send is not None:
-            self.after_send(records)
+            report.latencies_ms.append(response.latency_ms)
         return response.body
 
     def _retry_or_dead(self, record: OutboxRecord, error: str) -> Settlement:
@@ -274,7 +328,7 @@ class SyncRunner:
     def _settle(self, settlements: Sequence[Settlement], report: RunReport) -> None:
         if not settlements:
             return
-        self.store.settle(settlements)
+        self.outbox.settle(settlements)
         for settlement in settlements:
             if isinstance(settlement, Synced):
                 report.synced += 1
@@ -286,47 +340,26 @@ class SyncRunner:
     # ------------------------------------------------------------------------------------------ gates
     def _check_ban(self) -> None:
         for scope in (APP_BAN_SCOPE, self.kind.value):
-            until = self.store.ban_until(scope)
+            until = self.control.ban_until(scope)
             if until is not None:
                 seconds = max(0, until - self._now_ms()) / 1000
-                raise _StopRun("banned", f"rate-limit ban ({scope}) for {seconds:.0f} more s")
+                raise _StopRun(RunStatus.BANNED, f"rate-limit ban ({scope}) for {seconds:.0f} more s")
 
-    def _check_session(self) -> None:
+    def _check_session(self, report: RunReport) -> None:
         if not self.spec.needs_session:
             return
         if not self.session_key:
-            metrics.add_metric(name="TopSessionExpired", unit=MetricUnit.Count, value=1)
-            raise _StopRun("paused", "TOP_SESSION_KEY (secret key top_session_key) is not set")
-        pause = self.store.pause(self.kind.value)
+            report.session_alerts += 1
+            raise _StopRun(RunStatus.PAUSED, "TOP_SESSION_KEY (secret key top_session_key) is not set")
+        pause = self.control.pause(self.kind.value)
         if pause is None:
             return
-        same_key = pause.get("fingerprint") == session_fingerprint(self.session_key)
-        since = _epoch_ms(pause.get("since"))
-        if same_key and self._now_ms() - since < self.config.session_recheck_s * 1000:
-            raise _StopRun("paused", f"seller session refused: {pause.get('reason')}; waiting for a new session key")
+        same_key = pause.fingerprint == session_fingerprint(self.session_key)
+        if same_key and self._now_ms() - pause.since_ms < self.config.session_recheck_s * 1000:
+            detail = f"seller session refused: {pause.reason}; waiting for a new session key"
+            raise _StopRun(RunStatus.PAUSED, detail)
         # A new key, or time to probe the old one again: try; a refusal pauses again.
-        self.store.clear_pause(self.kind.value)
-
-    def _emit(self, report: RunReport) -> None:
-        for name, value in (
-            ("RecordsSent", report.sent),
-            ("RecordsSynced", report.synced),
-            ("RecordsRetried", report.retried),
-            ("RecordsDead", report.dead),
-            ("TopCalls", report.calls),
-        ):
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-        logger.info("sync run finished", extra={"report": report.as_dict()})
-
-
-def _epoch_ms(value: Any) -> int:
-    """A stored moment (epoch ms or ISO 8601 text) as epoch ms; unreadable counts as long ago."""
-    if isinstance(value, int | float):
-        return int(value)
-    try:
-        return int(datetime.fromisoformat(str(value)).timestamp() * 1000)
-    except ValueError:
-        return 0
+        self.control.clear_pause(self.kind.value)
 
 
 def _describe(exc: BridgeError) -> str:
@@ -337,14 +370,7 @@ def _describe(exc: BridgeError) -> str:
     return str(exc)[:500]
 
 
-def run_scheduled(kind: Kind, remaining_ms: Callable[[], int], settings: Settings | None = None) -> dict[str, Any]:
-    """What each scheduled function does: one run for ``kind`` with the deployment's settings."""
-    settings = settings or load_settings()
-    runner = SyncRunner(
-        kind,
-        OutboxStore.from_settings(settings),
-        TopClient.from_settings(settings),
-        session_key=settings.top_session_key,
-        config=SyncConfig.from_settings(settings),
-    )
-    return runner.run(remaining_ms).as_dict()
+def _describe_invalid(error: ValidationError, limit: int = 3) -> str:
+    problems = [f"{field_path(p['loc'])}: {p['msg']}" for p in error.errors(include_url=False)[:limit]]
+    more = error.error_count() - limit
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")

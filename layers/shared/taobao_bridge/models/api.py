@@ -1,0 +1,48 @@
+"""What each outbound TOP API module declares about itself (``API``): method, batch limit, session need, the
+top-level parameter a batch travels in, and how to read the business verdict of an accepted call.
+
+``OutboundApi.params`` is the one function that turns stored record payloads into the API parameters that are
+signed and sent: the sync runner sends through it and the wire tests check it against the seeds' examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..wire import to_top_params
+
+__all__ = ["OutboundApi", "Verdict"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an accepted call's business result says: refused (with the platform's code and message) or not,
+    and the platform's order id where the API gives one."""
+
+    refusal: str | None = None
+    platform_order_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OutboundApi:
+    method: str
+    max_batch: int  # records per call
+    needs_session: bool  # the seller's session key goes with every call
+    param: str  # the top-level API parameter that carries the batch
+    record: type[BaseModel]  # one record, as merchants hand it in
+    request: type[BaseModel]  # the API parameters; validates the batch (list limits included)
+    wrap: Callable[[list[dict[str, Any]]], Any]  # how a batch of record payloads sits in ``param``
+    verdict: Callable[[Mapping[str, Any]], Verdict]  # the business result of an accepted call
+
+    def params(self, payloads: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """The wire parameters (name -> text) for one batch of record payloads (JSON-mode dicts).
+
+        The batch is validated against the request model first, so nothing the model refuses is ever sent;
+        raises ``pydantic.ValidationError`` naming the record index and field.
+        """
+        request = self.request.model_validate({self.param: self.wrap([dict(p) for p in payloads])})
+        return to_top_params(request)

@@ -1,0 +1,45 @@
+"""The outbox: records accepted from merchants wait in DynamoDB until a sync run settles them.
+
+- ``records``: what is stored and its states (``RecordState``), what a sync attempt decided (``Settlement``);
+- ``store``: ``OutboxStore`` accepts records, reads due ones and writes settlements;
+- ``control``: ``RunControl`` holds the leases, bans and pauses that steer sync runs (same table).
+
+See docs/ARCHITECTURE.md for who uses what.
+"""
+
+from __future__ import annotations
+
+from .control import Pause, RunControl
+from .records import (
+    MAX_ACCEPT_ITEM_BYTES,
+    AcceptResult,
+    AcceptStatus,
+    Dead,
+    OutboxRecord,
+    RecordState,
+    RecordTooLarge,
+    Retry,
+    Settlement,
+    Synced,
+    payload_sha256,
+)
+from .store import DUE_INDEX, OutboxStore, is_still_due
+
+__all__ = [
+    "DUE_INDEX",
+    "MAX_ACCEPT_ITEM_BYTES",
+    "AcceptResult",
+    "AcceptStatus",
+    "Dead",
+    "OutboxRecord",
+    "OutboxStore",
+    "Pause",
+    "RecordState",
+    "RecordTooLarge",
+    "Retry",
+    "RunControl",
+    "Settlement",
+    "Synced",
+    "is_still_due",
+    "payload_sha256",
+]

@@ -1,0 +1,426 @@
+"""The outbox store: records accepted from merchants wait here until a sync run settles them
+(docs/ARCHITECTURE.md, "Outbound flow").
+
+One DynamoDB table (``OutboxTable`` in template.yaml), hash key ``pk``: a record is ``pk = "<kind>#<record_id>"``
+with its wire payload (JSON text), ``payload_sha256``, ``state`` (``RecordState``), ``attempts`` and
+``accepted_at``. While due it also carries ``due_kind`` and ``due_at`` (epoch ms), the keys of the sparse
+``due-index``: settling removes them, so the index only ever holds work. Settled records keep their outcome
+(``platform_answer``, ``platform_order_id``, ``last_error``, ``dead_reason``, ``settled_at``) until
+``expires_at`` (TTL, ``retention_days`` later); due records never expire. The same table holds the run control
+items (``outbox.control``); they have no ``record_id`` and never show up as records.
+
+Cost, in DynamoDB requests (the project's headline figure): accepting N records is ceil(N / 100)
+``TransactWriteItems`` (one more per chunk that met existing keys); reading due work is one ``Query`` page
+per 1,000 index entries plus one ``BatchGetItem`` per 100 records; settling is one ``BatchWriteItem`` per
+25 records. Nothing here ever scans.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..clock import Clock, system_clock
+from ..dynamo import (
+    MAX_BATCH_GET_KEYS,
+    MAX_BATCH_WRITE_ITEMS,
+    MAX_KEY_BYTES,
+    MAX_QUERY_LIMIT,
+    MAX_TRANSACT_BYTES,
+    MAX_TRANSACT_ITEMS,
+    RETRYABLE_CODES,
+    RETRYABLE_REASONS,
+    backoff,
+    chunks,
+    describe_error,
+    dynamodb_client,
+    error_code,
+    from_item,
+    item_size,
+    storage_errors,
+    to_item,
+    truncate_utf8,
+)
+from ..errors import StorageError
+from ..jsonutil import dumps
+from ..kinds import Kind
+from .records import (
+    MAX_ACCEPT_ITEM_BYTES,
+    AcceptResult,
+    AcceptStatus,
+    Dead,
+    OutboxRecord,
+    RecordState,
+    RecordTooLarge,
+    Retry,
+    Settlement,
+    Synced,
+    payload_sha256,
+)
+
+__all__ = ["DUE_INDEX", "OutboxStore", "is_still_due", "record_from_item"]
+
+DUE_INDEX = "due-index"
+_MAX_ANSWER_BYTES = 16 * 1024
+_MAX_ERROR_BYTES = 2 * 1024
+_CONFLICT_RETRIES = 4  # TransactionConflict: another writer touched one of the keys at the same moment
+_UNPROCESSED_RETRIES = 8  # rounds of UnprocessedItems / UnprocessedKeys before giving up
+
+
+@dataclass(frozen=True)
+class _NewItem:
+    index: int
+    record_id: str
+    sha: str
+    item: dict[str, Any]
+    size: int
+
+
+# record_id -> (status of its first occurrence, sha of the stored content, state now)
+_Outcome = dict[str, tuple[AcceptStatus, str, RecordState | None]]
+
+
+class OutboxStore:
+    """The outbox's records. Thread-compatible; one per container is enough (the client is shared)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: Any | None = None,
+        clock: Clock = system_clock,
+        retention_days: int = 30,
+    ) -> None:
+        if retention_days < 1:
+            raise ValueError("retention_days must be >= 1")
+        self.table_name = table_name
+        self.clock = clock
+        self.retention_days = retention_days
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> OutboxStore:
+        """The store named by ``OUTBOX_TABLE``, keeping outcomes ``OUTBOX_RETENTION_DAYS``."""
+        return cls(settings.require("outbox_table"), retention_days=settings.outbox_retention_days)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
+
+    # ------------------------------------------------------------------------------------------------ accept
+    def accept(self, kind: Kind, records: Sequence[tuple[str, dict[str, Any]]]) -> list[AcceptResult]:
+        """Store new records due now; one result per record, in order. Idempotent: submitting the same
+        records again changes nothing and answers ``duplicate``.
+
+        Raises ``RecordTooLarge`` (before any write) and ``StorageError`` (safe to retry: records already
+        stored by the failed call answer ``duplicate`` the next time).
+        """
+        now = self.clock()
+        now_ms = _epoch_ms(now)
+        accepted_at = _iso(now)
+        first_seen: dict[str, int] = {}
+        repeats: list[tuple[int, str, str]] = []  # (index, record_id, sha) of keys seen earlier in this call
+        new_items: list[_NewItem] = []
+        for index, (record_id, payload) in enumerate(records):
+            pk = _pk(kind, record_id)
+            if not record_id or len(pk.encode("utf-8")) > MAX_KEY_BYTES:
+                raise ValueError(f"record id {record_id[:80]!r}: empty or longer than a DynamoDB key allows")
+            sha = payload_sha256(payload)
+            if record_id in first_seen:
+                repeats.append((index, record_id, sha))
+                continue
+            first_seen[record_id] = index
+            item = to_item(
+                {
+                    "pk": pk,
+                    "kind": kind.value,
+                    "record_id": record_id,
+                    "payload": dumps(payload),
+                    "payload_sha256": sha,
+                    "state": RecordState.DUE.value,
+                    "attempts": 0,
+                    "accepted_at": accepted_at,
+                    "due_kind": kind.value,
+                    "due_at": now_ms,
+                }
+            )
+            size = item_size(item)
+            if size > MAX_ACCEPT_ITEM_BYTES:
+                raise RecordTooLarge(record_id, size)
+            new_items.append(_NewItem(index, record_id, sha, item, size))
+
+        outcome: _Outcome = {}
+        for chunk in chunks(new_items, MAX_TRANSACT_ITEMS, MAX_TRANSACT_BYTES, size=lambda new: new.size):
+            self._put_new(chunk, outcome)
+
+        results: list[AcceptResult | None] = [None] * len(records)
+        for new in new_items:
+            status, _, state = outcome[new.record_id]
+            results[new.index] = AcceptResult(new.record_id, status, None if status is AcceptStatus.CONFLICT else state)
+        for index, record_id, sha in repeats:
+            # Compared with what is stored now, which is the first occurrence unless that one conflicted.
+            _, stored_sha, state = outcome[record_id]
+            if sha == stored_sha:
+                results[index] = AcceptResult(record_id, AcceptStatus.DUPLICATE, state)
+            else:
+                results[index] = AcceptResult(record_id, AcceptStatus.CONFLICT, None)
+        return [result for result in results if result is not None]
+
+    def _put_new(self, chunk: list[_NewItem], outcome: _Outcome) -> None:
+        """Write ``chunk`` in one transaction; keys that exist are classified and dropped, and the rest is
+        written again until it commits or nothing is left."""
+        remaining = chunk
+        failures = 0
+        while remaining:
+            actions = [
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": new.item,
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                }
+                for new in remaining
+            ]
+            try:
+                self.client.transact_write_items(TransactItems=actions)
+            except ClientError as exc:
+                code = error_code(exc)
+                reasons = exc.response.get("CancellationReasons") or []
+                if code == "TransactionCanceledException" and reasons:
+                    existing = self._classify_existing(remaining, reasons)
+                    if existing:
+                        outcome.update(existing)
+                        remaining = [new for new in remaining if new.record_id not in existing]
+                        continue  # progress: no backoff
+                    retryable = any(reason.get("Code") in RETRYABLE_REASONS for reason in reasons)
+                else:
+                    retryable = code in RETRYABLE_CODES
+                failures += 1
+                if not retryable or failures > _CONFLICT_RETRIES:
+                    raise StorageError(f"accepting records (TransactWriteItems) failed: {describe_error(exc)}") from exc
+                time.sleep(0.05 * failures + random.uniform(0, 0.05))
+            except BotoCoreError as exc:
+                raise StorageError(f"accepting records (TransactWriteItems) failed: {exc}") from exc
+            else:
+                for new in remaining:
+                    outcome[new.record_id] = (AcceptStatus.ACCEPTED, new.sha, RecordState.DUE)
+                remaining = []
+
+    def _classify_existing(self, remaining: list[_NewItem], reasons: list[dict[str, Any]]) -> _Outcome:
+        existing: _Outcome = {}
+        for new, reason in zip(remaining, reasons, strict=False):
+            if reason.get("Code") != "ConditionalCheckFailed":
+                continue
+            old = reason.get("Item")
+            if old is None:  # DynamoDB names the item; read it if a server did not
+                old = self._get_raw(new.item["pk"]["S"], "accepting records (GetItem)")
+                if old is None:
+                    continue  # gone again (expired): written on the next round
+            stored = from_item(old)
+            stored_sha = str(stored.get("payload_sha256", ""))
+            status = AcceptStatus.DUPLICATE if stored_sha == new.sha else AcceptStatus.CONFLICT
+            state = stored.get("state")
+            existing[new.record_id] = (status, stored_sha, RecordState(state) if state else None)
+        return existing
+
+    # --------------------------------------------------------------------------------------------- reading
+    def get(self, kind: Kind, record_id: str) -> OutboxRecord | None:
+        """The record as stored now (strongly consistent), or None."""
+        item = self._get_raw(_pk(kind, record_id), "reading a record (GetItem)")
+        return record_from_item(item) if item is not None and "record_id" in item else None
+
+    def due(self, kind: Kind, *, now_ms: int, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` records of ``kind`` due at ``now_ms``, oldest due first.
+
+        The index is eventually consistent: every candidate is re-read strongly consistently and kept only
+        if it is still due and its ``due_at`` has come, so a record settled a moment ago is never returned.
+        A page can therefore hold fewer than ``limit`` records while more are due; the next run gets them.
+        """
+        if limit <= 0:
+            return []
+        keys: list[str] = []
+        start_key: dict[str, Any] | None = None
+        with storage_errors("reading due records (Query)"):
+            while len(keys) < limit:
+                request: dict[str, Any] = {
+                    "TableName": self.table_name,
+                    "IndexName": DUE_INDEX,
+                    "KeyConditionExpression": "due_kind = :kind AND due_at <= :now",
+                    "ExpressionAttributeValues": to_item({":kind": kind.value, ":now": now_ms}),
+                    # Only the key travels back: the items are read again below anyway.
+                    "ProjectionExpression": "pk",
+                    "ScanIndexForward": True,
+                    "Limit": min(limit - len(keys), MAX_QUERY_LIMIT),
+                }
+                if start_key is not None:
+                    request["ExclusiveStartKey"] = start_key
+                page = self.client.query(**request)
+                keys.extend(item["pk"]["S"] for item in page.get("Items", []))
+                start_key = page.get("LastEvaluatedKey")
+                if start_key is None:
+                    break
+        order = {pk: position for position, pk in enumerate(dict.fromkeys(keys[:limit]))}
+        fresh = self._batch_get(list(order))
+        records = [record_from_item(item) for item in fresh.values() if is_still_due(item, now_ms)]
+        records.sort(key=lambda record: (record.due_at or 0, order[_pk(record.kind, record.record_id)]))
+        return records
+
+    def _batch_get(self, pks: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in chunks(pks, MAX_BATCH_GET_KEYS):
+            request: dict[str, Any] = {"Keys": [to_item({"pk": pk}) for pk in chunk], "ConsistentRead": True}
+            rounds = 0
+            while True:
+                with storage_errors("re-reading due records (BatchGetItem)"):
+                    answer = self.client.batch_get_item(RequestItems={self.table_name: request})
+                for item in answer.get("Responses", {}).get(self.table_name, []):
+                    found[item["pk"]["S"]] = item
+                unprocessed = (answer.get("UnprocessedKeys") or {}).get(self.table_name)
+                if not unprocessed or not unprocessed.get("Keys"):
+                    break
+                rounds += 1
+                if rounds > _UNPROCESSED_RETRIES:
+                    raise StorageError(
+                        f"re-reading due records (BatchGetItem) failed: {len(unprocessed['Keys'])} keys "
+                        f"stayed unprocessed after {rounds} rounds"
+                    )
+                backoff(rounds)
+                request = {**unprocessed, "ConsistentRead": True}
+        return found
+
+    # ---------------------------------------------------------------------------------------------- settle
+    def settle(self, settlements: Sequence[Settlement]) -> None:
+        """Write the outcome of sync attempts, 25 records per request.
+
+        Each item is written whole, built from the record as it was read: the sync run holds the kind's
+        lease, so it is the only writer of these items. Writing the same settlements again writes the same
+        items, so after a ``StorageError`` (some chunks may be written) the call can simply be repeated.
+        """
+        now = self.clock()
+        items = [self._settled_item(settlement, now) for settlement in settlements]
+        keys = [item["pk"]["S"] for item in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("settle: the same record appears twice; settle each record once per call")
+        for chunk in chunks(items, MAX_BATCH_WRITE_ITEMS):
+            self._batch_put(chunk)
+
+    def _settled_item(self, settlement: Settlement, now: datetime) -> dict[str, Any]:
+        record = settlement.record
+        values: dict[str, Any] = {
+            "pk": _pk(record.kind, record.record_id),
+            "kind": record.kind.value,
+            "record_id": record.record_id,
+            "payload": dumps(record.payload),
+            "payload_sha256": record.payload_sha256,
+            "attempts": record.attempts + 1,
+            "accepted_at": record.accepted_at,
+            "last_error": record.last_error,
+        }
+        expires_at = int((now + timedelta(days=self.retention_days)).timestamp())
+        if isinstance(settlement, Synced):
+            values.update(
+                state=RecordState.SYNCED.value,
+                platform_answer=truncate_utf8(dumps(settlement.answer), _MAX_ANSWER_BYTES),
+                platform_order_id=settlement.platform_order_id,
+                settled_at=_iso(now),
+                expires_at=expires_at,
+            )
+        elif isinstance(settlement, Retry):
+            values.update(
+                state=RecordState.DUE.value,
+                last_error=truncate_utf8(settlement.error, _MAX_ERROR_BYTES),
+                due_kind=record.kind.value,
+                due_at=settlement.next_due_at,
+            )
+        elif isinstance(settlement, Dead):
+            reason = truncate_utf8(settlement.reason, _MAX_ERROR_BYTES)
+            values.update(
+                state=RecordState.DEAD.value,
+                dead_reason=reason,
+                last_error=reason,
+                settled_at=_iso(now),
+                expires_at=expires_at,
+            )
+            if not settlement.sent:
+                values["attempts"] = record.attempts
+        else:  # pragma: no cover - the type checker sees all three
+            raise TypeError(f"not a settlement: {settlement!r}")
+        return to_item(values)
+
+    def _batch_put(self, items: list[dict[str, Any]]) -> None:
+        requests = [{"PutRequest": {"Item": item}} for item in items]
+        rounds = 0
+        while requests:
+            with storage_errors("settling records (BatchWriteItem)"):
+                answer = self.client.batch_write_item(RequestItems={self.table_name: requests})
+            requests = (answer.get("UnprocessedItems") or {}).get(self.table_name) or []
+            if not requests:
+                return
+            rounds += 1
+            if rounds > _UNPROCESSED_RETRIES:
+                raise StorageError(
+                    f"settling records (BatchWriteItem) failed: {len(requests)} items stayed unprocessed "
+                    f"after {rounds} rounds"
+                )
+            backoff(rounds)
+
+    def _get_raw(self, pk: str, operation: str) -> dict[str, Any] | None:
+        with storage_errors(operation):
+            found = self.client.get_item(TableName=self.table_name, Key=to_item({"pk": pk}), ConsistentRead=True)
+        item = found.get("Item")
+        return dict(item) if item else None
+
+
+def is_still_due(item: Mapping[str, Any], now_ms: int) -> bool:
+    """Whether a freshly read item (DynamoDB form) is a record that is due at ``now_ms``.
+
+    What the due index says is not enough: it lags behind writes, so a record settled (or retried with a
+    later ``due_at``) a moment ago may still be listed there.
+    """
+    state = item.get("state", {}).get("S")
+    due_at = item.get("due_at", {}).get("N")
+    return state == RecordState.DUE.value and due_at is not None and int(due_at) <= now_ms
+
+
+def record_from_item(item: Mapping[str, Any]) -> OutboxRecord:
+    """A stored record (DynamoDB form) as an ``OutboxRecord``."""
+    values = from_item(dict(item))
+    order_id = values.get("platform_order_id")
+    return OutboxRecord(
+        kind=Kind(values["kind"]),
+        record_id=str(values["record_id"]),
+        payload=json.loads(values["payload"]),
+        payload_sha256=str(values["payload_sha256"]),
+        state=RecordState(values["state"]),
+        attempts=int(values.get("attempts", 0)),
+        due_at=int(values["due_at"]) if values.get("due_at") is not None else None,
+        accepted_at=str(values.get("accepted_at", "")),
+        settled_at=values.get("settled_at"),
+        last_error=values.get("last_error"),
+        platform_answer=values.get("platform_answer"),
+        platform_order_id=int(order_id) if order_id is not None else None,
+        dead_reason=values.get("dead_reason"),
+    )
+
+
+def _pk(kind: Kind, record_id: str) -> str:
+    return f"{kind.value}#{record_id}"
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
