@@ -1,4 +1,4 @@
-"""Signing: every vector of shared/protocol.md, plus properties of the canonical text."""
+"""Signing: every vector of docs/PROTOCOL.md, plus properties of the canonical text."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The TOP error table (protocol.md §2) row by row, the retry policy, ban parsing and the error each class raises."""
+"""The TOP error table (docs/PROTOCOL.md §2) row by row, the retry policy, ban parsing and each class's error."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_rows_say_why_and_the_last_row_matches_everything() -> None:
 
 
 def test_codes_without_sub_code_follow_the_protocol_table() -> None:
-    # Written from protocol.md §2 independently of RULES, for every code 0..100.
+    # Written from docs/PROTOCOL.md §2 independently of RULES, for every code 0..100.
     expected = {code: P for code in range(101)}  # listed permanent codes and the fallback
     expected.update({code: R for code in range(4, 9)})
     expected.update({10: T, 15: T, 50: T})

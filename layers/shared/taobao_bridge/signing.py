@@ -1,4 +1,4 @@
-"""TOP request signing (outbound) and Qimen signature verification (inbound), per shared/protocol.md.
+"""TOP request signing (outbound) and Qimen signature verification (inbound), per docs/PROTOCOL.md.
 
 Pure functions of (parameters, body, secret): no clock, no I/O.
 """

@@ -1,4 +1,4 @@
-"""The outbound TOP client (shared/protocol.md §1–2): sign, POST, parse, classify, retry.
+"""The outbound TOP client (docs/PROTOCOL.md §1–2): sign, POST, parse, classify, retry.
 
 Layout of a call, as the official SDK sends it: system parameters and ``sign`` in the query string, API
 parameters in an ``application/x-www-form-urlencoded;charset=UTF-8`` body; every attempt gets a fresh

@@ -1,4 +1,4 @@
-"""TOP error classification as data (shared/protocol.md §2): one ordered table from code / sub_code to what the
+"""TOP error classification as data (docs/PROTOCOL.md §2): one ordered table from code / sub_code to what the
 caller must do, and the retry policy per class.
 
 ``RULES`` is read top to bottom and the first matching row wins, so the order IS the precedence:
@@ -147,7 +147,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         _P,
         codes=_codes(9, range(11, 14), range(21, 26), 28, 29, range(32, 35), 40, 41, 43, range(45, 48), 53),
-        why="permanent codes of protocol.md §2",
+        why="permanent codes of docs/PROTOCOL.md §2",
     ),
     # 6. protocol silent
     Rule(

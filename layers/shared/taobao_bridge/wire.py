@@ -1,4 +1,4 @@
-"""API parameters on the wire: every value a string, per shared/protocol.md.
+"""API parameters on the wire: every value a string, per docs/PROTOCOL.md §1.
 
 Objects and lists become one compact JSON text per top-level parameter (``jsonutil.dumps``, keys in model field
 order, nulls omitted, non-ASCII kept): the text returned here is both the one that is signed and the one that is
