@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taobao_bridge.errors import StorageError
 from taobao_bridge.kinds import KINDS, Kind
 from taobao_bridge.outbox import (
     Dead,
@@ -23,6 +24,7 @@ from taobao_bridge.outbox import (
     Retry,
     Settlement,
     Synced,
+    Unconfirmed,
     payload_sha256,
 )
 from taobao_bridge.top_client import TopResponse
@@ -59,12 +61,15 @@ class FakeTime:
 
 
 class MemoryOutbox:
-    """``SyncOutbox`` in a dict. ``settle_calls`` records every settle call as it came."""
+    """``SyncOutbox`` in a dict. ``settle_calls`` records every settle call that was written; ``fail_settles``
+    makes the next N settle calls fail as DynamoDB would (``StorageError``, nothing written)."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[Kind, str], OutboxRecord] = {}
         self.settle_calls: list[list[Settlement]] = []
         self.due_calls = 0
+        self.fail_settles = 0
+        self.failed_settles = 0
 
     def add(self, kind: Kind, payloads: Sequence[dict[str, Any]], *, attempts: int = 0, due_at: int = 0) -> list[str]:
         spec = KINDS[kind]
@@ -120,6 +125,10 @@ class MemoryOutbox:
         keys = [(s.record.kind, s.record.record_id) for s in settlements]
         if len(set(keys)) != len(keys):
             raise ValueError("settle: the same record appears twice")
+        if self.fail_settles:
+            self.fail_settles -= 1
+            self.failed_settles += 1
+            raise StorageError("settling records (BatchWriteItem) failed: ThrottlingException: Rate exceeded")
         self.settle_calls.append(list(settlements))
         for settlement in settlements:
             record = settlement.record
@@ -134,7 +143,25 @@ class MemoryOutbox:
                     platform_order_id=settlement.platform_order_id,
                 )
             elif isinstance(settlement, Retry):
-                settled = replace(record, attempts=attempts, due_at=settlement.next_due_at, last_error=settlement.error)
+                unknowns = record.unknown_outcomes + (1 if settlement.unknown_outcome else 0)
+                settled = replace(
+                    record,
+                    attempts=attempts,
+                    due_at=settlement.next_due_at,
+                    last_error=settlement.error,
+                    unknown_outcomes=unknowns,
+                )
+            elif isinstance(settlement, Unconfirmed):
+                answer = settlement.answer
+                settled = replace(
+                    record,
+                    state=RecordState.UNCONFIRMED,
+                    attempts=attempts,
+                    due_at=None,
+                    last_error=settlement.reason,
+                    platform_answer=answer if isinstance(answer, str) or answer is None else json.dumps(answer),
+                    unknown_outcomes=record.unknown_outcomes + (1 if settlement.unknown_outcome else 0),
+                )
             elif isinstance(settlement, Dead):
                 settled = replace(
                     record,
@@ -183,8 +210,8 @@ class MemoryControl:
     def set_pause(self, name: str, *, reason: str, fingerprint: str) -> None:
         self.pauses[name] = Pause(reason=reason, fingerprint=fingerprint, since_ms=self.time.now_ms)
 
-    def clear_pause(self, name: str) -> None:
-        self.pauses.pop(name, None)
+    def clear_pause(self, name: str) -> bool:
+        return self.pauses.pop(name, None) is not None
 
 
 @dataclass
@@ -193,6 +220,10 @@ class PlatformCall:
     records: list[dict[str, Any]]  # the record payloads the call carried, decoded from the wire text
     session: str | None
     started_left_s: float | None  # Lambda time left when the call started, if the test set a deadline to watch
+    deadline: float | None = None  # what the runner asked of the client
+    start_by: float | None = None
+    retry_unknown: bool = True
+    timeout_s: float | None = None
 
 
 Answer = Callable[[PlatformCall], Mapping[str, Any] | Exception]
@@ -227,13 +258,21 @@ class ScriptedPlatform:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def call(
-        self, method: str, api_params: Mapping[str, Any], *, session: str | None = None, deadline: float | None = None
+        self,
+        method: str,
+        api_params: Mapping[str, Any],
+        *,
+        session: str | None = None,
+        deadline: float | None = None,
+        start_by: float | None = None,
+        retry_unknown: bool = True,
+        timeout_s: float | None = None,
     ) -> TopResponse:
         (param,) = api_params  # every API here has one top-level parameter
         decoded = json.loads(api_params[param])
         records = decoded if isinstance(decoded, list) else decoded.get("contents", [decoded])
         left = None if self.deadline_end is None else self.deadline_end - self.time.monotonic()
-        call = PlatformCall(method, records, session, left)
+        call = PlatformCall(method, records, session, left, deadline, start_by, retry_unknown, timeout_s)
         with self._lock:
             self.calls.append(call)
             self.in_flight += 1

@@ -19,11 +19,12 @@ from taobao_bridge.intake import (
     NotFound,
     TooManyRecords,
     accept_answer,
+    incomplete_answer,
     parse_body,
     spec_for_path,
 )
 from taobao_bridge.jsonutil import dumps
-from taobao_bridge.outbox import AcceptStatus, OutboxStore, RecordTooLarge
+from taobao_bridge.outbox import AcceptIncomplete, AcceptStatus, OutboxStore, RecordTooLarge
 from taobao_bridge.settings import load_settings, metrics_namespace
 
 logger = Logger()
@@ -103,7 +104,9 @@ def not_found(exc: NotFound) -> Response:
 def storage_unavailable(exc: StorageError) -> Response:
     logger.exception("outbox storage failed")
     metrics.add_metric(name="StorageFailures", unit=MetricUnit.Count, value=1)
-    message = "the outbox could not be reached; retrying the same request is safe (accepting is idempotent)"
+    if isinstance(exc, AcceptIncomplete):
+        return _json(503, incomplete_answer(exc.results), headers={"Retry-After": "1"})
+    message = "the outbox could not be reached; nothing was changed; retrying the same request is safe"
     return _json(503, {"error": "storage_unavailable", "message": message}, headers={"Retry-After": "1"})
 
 

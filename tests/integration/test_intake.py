@@ -186,8 +186,10 @@ def test_storage_failure_is_503_and_retrying_is_safe(stack: Any, monkeypatch: py
     monkeypatch.setenv("OUTBOX_TABLE", "NoSuchTable")
     response = post(stack, "writeoffs", writeoff(order_id))
     assert response.status_code == 503
-    assert response.json()["error"] == "storage_unavailable"
-    assert "retrying" in response.json()["message"]
+    body = response.json()
+    assert body["error"] == "storage_unavailable" and "again is safe" in body["message"]
+    # DynamoDB refused the write (no such table): certainly not stored, although it could not be read back.
+    assert [r["status"] for r in body["records"]] == ["not_stored"]
     monkeypatch.undo()
     assert post(stack, "writeoffs", writeoff(order_id)).json()["records"][0]["status"] == "accepted"
 

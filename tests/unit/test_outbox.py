@@ -26,6 +26,7 @@ from taobao_bridge.intake import parse_records, public_view
 from taobao_bridge.kinds import Kind
 from taobao_bridge.outbox import (
     MAX_ACCEPT_ITEM_BYTES,
+    AcceptIncomplete,
     Dead,
     OutboxRecord,
     OutboxStore,
@@ -565,6 +566,8 @@ def test_ban_round_trip_never_shortens_and_ends(control: RunControl, clock: Froz
     assert control.ban_until("app") is None
     control.set_ban("app", until_ms=clock.ms + 5_000, reason="again")
     assert control.ban_until("app") == clock.ms + 5_000
+    assert control.lift_ban("app") is True and control.ban_until("app") is None
+    assert control.lift_ban("app") is False, "nothing to lift"
 
 
 def test_pause_round_trip(control: RunControl, clock: FrozenClock) -> None:
@@ -573,9 +576,9 @@ def test_pause_round_trip(control: RunControl, clock: FrozenClock) -> None:
     assert control.pause("sync-risk") == Pause(
         reason="session expired (code 27)", fingerprint="abc123", since_ms=clock.ms
     )
-    control.clear_pause("sync-risk")
+    assert control.clear_pause("sync-risk") is True
     assert control.pause("sync-risk") is None
-    control.clear_pause("sync-risk")  # clearing twice is fine
+    assert control.clear_pause("sync-risk") is False  # clearing twice is fine
 
 
 def test_control_items_never_show_up_as_records(store: OutboxStore, control: RunControl, clock: FrozenClock) -> None:
@@ -597,6 +600,7 @@ def test_public_view_shows_the_state_but_never_the_payload(store: OutboxStore, c
         "id": records[0][0],
         "state": "due",
         "attempts": 0,
+        "unknown_outcomes": 0,
         "last_error": None,
         "accepted_at": "2026-03-01T04:00:00.000Z",
         "settled_at": None,
@@ -639,3 +643,76 @@ def test_outbox_record_is_frozen() -> None:
     record = OutboxRecord(Kind.RISK, "1", {}, "0", RecordState.DUE, 0, 1, "t", None, None, None, None, None)
     with pytest.raises(AttributeError):
         record.state = RecordState.SYNCED  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------------ storage faults
+class Faults:
+    """Fails chosen DynamoDB requests of a client: before they reach the server, or after it applied them."""
+
+    def __init__(self, client: Any) -> None:
+        self.seen: dict[str, int] = {}
+        self.before: dict[str, set[int]] = {}  # operation -> request numbers (1-based) refused before sending
+        self.after: dict[str, set[int]] = {}  # operation -> request numbers that time out after being applied
+        client.meta.events.register("before-call.dynamodb", self._before)
+        client.meta.events.register("after-call.dynamodb", self._after)
+
+    def _before(self, model: Any, **_: Any) -> None:
+        self.seen[model.name] = self.seen.get(model.name, 0) + 1
+        if self.seen[model.name] in self.before.get(model.name, set()):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "injected"}}, model.name)
+
+    def _after(self, model: Any, **_: Any) -> None:
+        if self.seen[model.name] in self.after.get(model.name, set()):
+            from botocore.exceptions import ReadTimeoutError
+
+            raise ReadTimeoutError(endpoint_url="injected")
+
+
+def stored_ids(client: Any) -> set[str]:
+    items = client.scan(TableName=TABLE)["Items"]  # a test may scan; the code never does
+    return {item["record_id"]["S"] for item in items if "record_id" in item}
+
+
+def test_a_failure_part_way_says_exactly_which_records_are_stored(store: OutboxStore, client: Any) -> None:
+    faults = Faults(client)
+    faults.before["TransactWriteItems"] = {2}  # the second chunk of 100 is refused
+    records = writeoffs(250)
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, records)
+    statuses = [r.status for r in raised.value.results]
+    assert statuses == ["accepted"] * 100 + ["not_stored"] * 150
+    assert "100 of 250 records are stored" in str(raised.value)
+    assert stored_ids(client) == {rid for rid, _ in records[:100]}, "the answer matches the table"
+    # A not-stored record can be corrected without a conflict; sending the same again is safe.
+    corrected = [(records[200][0], {**records[200][1], "user_name": "王五"})]
+    assert [r.status for r in store.accept(Kind.WRITEOFF, corrected)] == ["accepted"]
+    again = store.accept(Kind.WRITEOFF, records)
+    assert [r.status for r in again].count("duplicate") == 100 and again[200].status == "conflict"
+
+
+def test_a_write_applied_before_a_timeout_is_reported_stored(store: OutboxStore, client: Any) -> None:
+    faults = Faults(client)
+    faults.after["TransactWriteItems"] = {1, 2, 3, 4, 5, 6}  # applied, but the answer never arrives
+    records = writeoffs(3)
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, records)
+    assert [r.status for r in raised.value.results] == ["accepted"] * 3
+    assert stored_ids(client) == {rid for rid, _ in records}
+
+
+def test_a_refused_write_that_cannot_be_checked_is_not_stored(store: OutboxStore, client: Any) -> None:
+    faults = Faults(client)
+    faults.before["TransactWriteItems"] = {1}  # refused by DynamoDB: an error answer, nothing committed
+    faults.before["BatchGetItem"] = {1}
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, writeoffs(2))
+    assert [r.status for r in raised.value.results] == ["not_stored", "not_stored"]
+
+
+def test_a_write_that_cannot_be_checked_is_reported_unknown(store: OutboxStore, client: Any) -> None:
+    faults = Faults(client)
+    faults.after["TransactWriteItems"] = {1}
+    faults.before["BatchGetItem"] = {1}
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, writeoffs(2) + writeoffs(1))
+    assert [r.status for r in raised.value.results] == ["unknown", "unknown", "unknown"]

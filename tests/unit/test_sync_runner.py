@@ -6,20 +6,30 @@ platform behaviour it is about and checks what the runner decided.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from taobao_bridge.errors import (
+    StorageError,
     TopPermanentError,
     TopRateLimited,
     TopSessionExpired,
     TopTransientError,
     UnknownOutcome,
+    UnreadableAnswer,
 )
 from taobao_bridge.kinds import KINDS, Kind
 from taobao_bridge.outbox import RecordState
-from taobao_bridge.sync import APP_BAN_SCOPE, RunStatus, SyncConfig, SyncRunner, session_fingerprint
+from taobao_bridge.sync import (
+    APP_BAN_SCOPE,
+    DAILY_QUOTA_PROBE_S,
+    RunStatus,
+    SyncConfig,
+    SyncRunner,
+    session_fingerprint,
+)
 from tests.fakes import FakeTime, MemoryControl, MemoryOutbox, PlatformCall, ScriptedPlatform, accepted
 
 SESSION = "session-key-1"
@@ -77,6 +87,7 @@ class World:
             clock=self.time.clock,
             monotonic=self.time.monotonic,
             rand=lambda: 0.5,
+            sleep=self.time.advance,
         )
 
     def run(self, budget_s: float = PLENTY_S) -> Any:
@@ -360,6 +371,7 @@ def test_the_report_carries_what_the_handler_emits() -> None:
         "RecordsSynced": 2,
         "RecordsRetried": 0,
         "RecordsDead": 1,
+        "RecordsUnconfirmed": 0,
         "TopCalls": report.calls,
     }
     assert [value for name, _, value in values if name == "BatchSize"] == world.platform.sizes()
@@ -367,3 +379,165 @@ def test_the_report_carries_what_the_handler_emits() -> None:
     assert len([name for name, _, _ in values if name == "PlatformLatency"]) == accepted_calls
     assert report.as_dict()["status"] == "done" and "batch_sizes" not in report.as_dict()
     assert KINDS[Kind.WRITEOFF].method == world.platform.calls[0].method
+
+
+# ------------------------------------------------------------------------------------------------ odd answers
+def only_for(key: str, value: Any, odd: Any) -> Any:
+    """Answer ``odd`` (a body or an exception) to calls carrying the record whose ``key`` is ``value``."""
+    return lambda call: odd if any(r[key] == value for r in call.records) else accepted(call)
+
+
+@pytest.mark.parametrize(
+    ("body", "state"),
+    [
+        ({"result": {"success": True, "data": {"material_id": 1}}}, RecordState.SYNCED),  # data not a Boolean
+        ({"result": {"success": "true", "data": True}}, RecordState.SYNCED),  # a Boolean as text
+        ({"data": 1234, "piggyback": "x"}, RecordState.UNCONFIRMED),  # the refund API's shape: no result
+        ({"result": "ok"}, RecordState.UNCONFIRMED),
+        ({}, RecordState.UNCONFIRMED),
+        ({"success": False, "error_code": "isv.x", "error_msg": "no"}, RecordState.DEAD),  # a refusal, elsewhere
+    ],
+)
+def test_an_odd_writeoff_answer_never_blocks_the_records_behind_it(body: dict[str, Any], state: RecordState) -> None:
+    world = World(Kind.WRITEOFF)
+    first = world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(999)], due_at=1)
+    behind = world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(1000, 1501)], due_at=2)
+    world.platform.answer = only_for("service_detail_id", 100000, body)
+    report = world.run()
+    assert report.status is RunStatus.DONE
+    record = world.outbox.get(Kind.WRITEOFF, first[0])
+    assert record.state is state
+    if state is RecordState.UNCONFIRMED:
+        assert report.unconfirmed == 999 and record.attempts == 1 and record.unknown_outcomes == 1
+        assert json.loads(record.platform_answer or "null") == body, "the answer is kept as proof"
+        assert "not understood" in (record.last_error or "")
+    assert all(world.outbox.get(Kind.WRITEOFF, i).state is RecordState.SYNCED for i in behind)
+    calls = len(world.platform.calls)
+    assert world.run().calls == 0 and len(world.platform.calls) == calls, "nothing is re-sent automatically"
+
+
+@pytest.mark.parametrize("order_id", ["abc", 12.5, -3, {"id": 1}, None])
+def test_an_odd_order_id_still_syncs_the_order(order_id: Any) -> None:
+    world = World(Kind.EXTERNAL_ORDER)
+    ids = world.outbox.add(Kind.EXTERNAL_ORDER, [external_order(1)])
+    world.platform.answer = lambda call: {"result": {"success": True, "data": {"order_id": order_id}}}
+    assert world.run().synced == 1
+    record = world.outbox.get(Kind.EXTERNAL_ORDER, ids[0])
+    assert record.state is RecordState.SYNCED and record.platform_order_id is None and record.platform_answer
+
+
+def test_an_unreadable_order_answer_leaves_the_rest_of_the_round_going() -> None:
+    world = World(Kind.EXTERNAL_ORDER, external_concurrency=4)
+    ids = world.outbox.add(Kind.EXTERNAL_ORDER, [external_order(n) for n in range(31)])
+    world.platform.answer = only_for("idempotent_id", ids[2], UnreadableAnswer("answered HTTP 200 with HTML", "<html>"))
+    report = world.run()
+    assert (report.status, report.synced, report.unconfirmed) == (RunStatus.DONE, 30, 1)
+    odd = world.outbox.get(Kind.EXTERNAL_ORDER, ids[2])
+    assert odd.state is RecordState.UNCONFIRMED and odd.platform_answer == "<html>"
+
+
+def test_a_failure_in_one_order_call_never_leaves_the_others_unsettled() -> None:
+    world = World(Kind.EXTERNAL_ORDER, external_concurrency=4)
+    ids = world.outbox.add(Kind.EXTERNAL_ORDER, [external_order(n) for n in range(8)])
+    world.platform.answer = only_for("idempotent_id", ids[5], RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        world.run()
+    states = {i: world.outbox.get(Kind.EXTERNAL_ORDER, i).state for i in ids}
+    assert states.pop(ids[5]) is RecordState.DUE
+    assert set(states.values()) == {RecordState.SYNCED}
+    assert world.control.leases == {}, "the lease is released"
+
+
+# ------------------------------------------------------------------------------------------------ unknown outcomes
+def test_unknown_outcomes_are_counted_get_longer_timeouts_and_end_unconfirmed_not_dead() -> None:
+    world = World(Kind.WRITEOFF, max_attempts=3, call_timeout_s=10.0, call_timeout_cap_s=40.0)
+    ids = world.outbox.add(Kind.WRITEOFF, [writeoff(1)])
+    world.platform.answer = lambda call: UnknownOutcome("timed out after 10 s; outcome unknown")
+    for _ in range(3):
+        world.run()
+        world.time.advance(3600)
+    record = world.outbox.get(Kind.WRITEOFF, ids[0])
+    assert record.state is RecordState.UNCONFIRMED and record.unknown_outcomes == 3 and record.attempts == 3
+    assert "3 with unknown outcome" in (record.last_error or "")
+    assert [call.timeout_s for call in world.platform.calls] == [None, 20.0, 40.0], "None: the client's own"
+    assert {call.retry_unknown for call in world.platform.calls} == {False}, "writeoffs are not deduped"
+
+
+def test_external_orders_may_be_resent_inside_a_call_the_platform_dedupes_them() -> None:
+    world = World(Kind.EXTERNAL_ORDER)
+    world.outbox.add(Kind.EXTERNAL_ORDER, [external_order(1)])
+    world.run()
+    assert [call.retry_unknown for call in world.platform.calls] == [True]
+
+
+def test_a_record_out_of_attempts_without_unknown_outcomes_is_dead() -> None:
+    world = World(Kind.WRITEOFF, max_attempts=2)
+    ids = world.outbox.add(Kind.WRITEOFF, [writeoff(1)], attempts=1)
+    world.platform.answer = lambda call: TopTransientError(15, "Remote service error", "isp.remote-service-error")
+    world.run()
+    assert world.outbox.get(Kind.WRITEOFF, ids[0]).state is RecordState.DEAD
+
+
+# ------------------------------------------------------------------------------------------------ time
+def test_every_call_is_told_the_margin_and_the_settle_reserve() -> None:
+    world = World(Kind.WRITEOFF, deadline_margin_s=15.0)
+    world.outbox.add(Kind.WRITEOFF, [writeoff(1)])
+    world.run(budget_s=100.0)
+    (call,) = world.platform.calls
+    end = world.platform.deadline_end
+    assert end is not None and call.start_by == end - 15.0 and call.deadline == end - 5.0
+
+
+# ------------------------------------------------------------------------------------------------ settling
+def test_a_settle_write_that_fails_is_retried_and_nothing_is_resent() -> None:
+    world = World(Kind.WRITEOFF)
+    world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(1500)])
+    world.outbox.fail_settles = 2
+    report = world.run()
+    assert (report.status, report.synced, world.outbox.failed_settles) == (RunStatus.DONE, 1500, 2)
+    assert world.platform.sizes() == [999, 501], "each record sent once"
+
+
+def test_a_settle_that_keeps_failing_stops_the_run_naming_it_and_only_the_unsettled_stay_due() -> None:
+    world = World(Kind.WRITEOFF)
+    world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(1500)])
+    sizes: list[int] = []
+
+    def fail_from_the_second(call: PlatformCall) -> Any:
+        sizes.append(len(call.records))
+        if len(sizes) == 2:
+            world.outbox.fail_settles = 10**6
+        return accepted(call)
+
+    world.platform.answer = fail_from_the_second
+    report = world.run(budget_s=60.0)
+    assert report.status is RunStatus.STORAGE_FAILED and report.detail.startswith("settling 501 records failed")
+    assert world.outbox.states(Kind.WRITEOFF) == {"synced": 999, "due": 501}
+    assert world.control.leases == {}
+    assert ("SyncStorageFailed", "Count", 1) in report.metric_values()
+
+
+def test_storage_failing_before_any_call_ends_the_run_as_a_storage_failure() -> None:
+    world = World(Kind.WRITEOFF)
+    world.outbox.add(Kind.WRITEOFF, [writeoff(1)])
+
+    def broken(kind: Kind, *, now_ms: int, limit: int) -> Any:
+        raise StorageError("reading due records (Query) failed: InternalServerError")
+
+    world.outbox.due = broken  # type: ignore[method-assign]
+    report = world.run()
+    assert (report.status, report.calls) == (RunStatus.STORAGE_FAILED, 0) and "Query" in report.detail
+    assert world.control.leases == {}
+
+
+def test_a_daily_quota_ban_is_probed_again_within_the_hour() -> None:
+    world = World(Kind.WRITEOFF)
+    world.outbox.add(Kind.WRITEOFF, [writeoff(1)])
+    world.platform.answer = lambda call: TopRateLimited(
+        7, "limited", "accesscontrol.limited-by-app-access-count", retry_after_s=14 * 3600, daily_quota=True
+    )
+    world.run()
+    assert world.control.ban_until(APP_BAN_SCOPE) == world.time.now_ms + int(DAILY_QUOTA_PROBE_S * 1000)
+    world.platform.answer = accepted
+    world.time.advance(DAILY_QUOTA_PROBE_S + 1)
+    assert world.run().synced == 1

@@ -503,7 +503,13 @@ def test_every_function_handler_imports_and_is_callable(template: dict[str, Any]
 
 
 @pytest.mark.parametrize(
-    ("alarm", "metric"), [("SessionExpiredAlarm", "TopSessionExpired"), ("RecordsDeadAlarm", "RecordsDead")]
+    ("alarm", "metric"),
+    [
+        ("SessionExpiredAlarm", "TopSessionExpired"),
+        ("RecordsDeadAlarm", "RecordsDead"),
+        ("RecordsUnconfirmedAlarm", "RecordsUnconfirmed"),
+        ("SyncStorageFailedAlarm", "SyncStorageFailed"),
+    ],
 )
 def test_custom_metric_alarms_watch_the_powertools_namespace(template: dict[str, Any], alarm: str, metric: str) -> None:
     properties = template["Resources"][alarm]["Properties"]

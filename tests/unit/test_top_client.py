@@ -28,6 +28,7 @@ from taobao_bridge.errors import (
     TopTransientError,
     TopTransportError,
     UnknownOutcome,
+    UnreadableAnswer,
 )
 from taobao_bridge.settings import Settings
 from taobao_bridge.signing import SignMethod
@@ -376,7 +377,7 @@ def test_no_retry_when_the_deadline_is_close(
 ) -> None:
     sandbox.set_faults(http_500_next=10)
     with pytest.raises(UnknownOutcome, match="no time left before the deadline"):
-        make_client(timeout_s=1.0).call(WRITEOFF_METHOD, WRITEOFF, deadline=time.monotonic() + 0.5)
+        make_client(timeout_s=1.0).call(WRITEOFF_METHOD, WRITEOFF, deadline=time.monotonic() + 0.9)
     assert len(sandbox.calls()) == 1 and sleeps == []
 
 
@@ -540,12 +541,62 @@ def _answering(status: int, content: bytes) -> httpx.Client:
     "content",
     [b"<html>busy</html>", b'{"a_response":{"x":1},"a_response":{"x":2}}', b"[1,2]", b'{"x_response":[1]}'],
 )
-def test_unusable_200_answers_are_unknown_outcomes(
+def test_unusable_200_answers_are_unreadable_and_never_resent(
     make_client: Callable[..., TopClient], sleeps: list[float], content: bytes
 ) -> None:
-    with _answering(200, content) as http, pytest.raises(UnknownOutcome):
-        make_client(http=http, max_attempts=2).call(WRITEOFF_METHOD, WRITEOFF)
-    assert sleeps == [0.2]
+    # The gateway answered: the call may well have been applied, and another try could apply it twice.
+    with _answering(200, content) as http, pytest.raises(UnreadableAnswer) as raised:
+        make_client(http=http, max_attempts=3).call(WRITEOFF_METHOD, WRITEOFF)
+    assert isinstance(raised.value, UnknownOutcome) and sleeps == []
+    assert raised.value.answer == content.decode()
+
+
+def test_an_unknown_outcome_is_not_resent_when_the_api_does_not_dedupe(
+    sandbox: TopSandbox, make_client: Callable[..., TopClient], sleeps: list[float]
+) -> None:
+    sandbox.set_faults(timeout_next=10, timeout_sleep_s=1.0, timeout_processes=True)
+    with pytest.raises(UnknownOutcome, match="does not dedupe"):
+        make_client(timeout_s=0.3, max_attempts=3).call(WRITEOFF_METHOD, WRITEOFF, retry_unknown=False)
+    assert len(sandbox.calls()) == 1 and sleeps == []
+
+
+def test_a_never_sent_failure_is_still_retried_without_retry_unknown(
+    sandbox: TopSandbox, make_client: Callable[..., TopClient], sleeps: list[float]
+) -> None:
+    sandbox.set_faults(service_unavailable_next=1)
+    response = make_client().call(WRITEOFF_METHOD, WRITEOFF, retry_unknown=False)
+    assert response.attempts == 2 and len(sleeps) == 1
+
+
+def test_an_attempt_never_runs_past_the_deadline(sandbox: TopSandbox, make_client: Callable[..., TopClient]) -> None:
+    sandbox.set_faults(timeout_next=1, timeout_sleep_s=2.0, timeout_processes=False)
+    started = time.monotonic()
+    with pytest.raises(UnknownOutcome):
+        make_client(timeout_s=10.0, max_attempts=1).call(WRITEOFF_METHOD, WRITEOFF, deadline=started + 0.8)
+    assert time.monotonic() - started < 1.5, "the 10 s timeout was cut to the 0.8 s left"
+
+
+def test_no_attempt_starts_without_time_before_the_deadline(
+    sandbox: TopSandbox, make_client: Callable[..., TopClient]
+) -> None:
+    with pytest.raises(TopTransportError, match="not started") as raised:
+        make_client().call(WRITEOFF_METHOD, WRITEOFF, deadline=time.monotonic() + 0.1)
+    assert not isinstance(raised.value, UnknownOutcome) and sandbox.calls() == []
+
+
+def test_no_retry_starts_after_start_by(
+    sandbox: TopSandbox, make_client: Callable[..., TopClient], sleeps: list[float]
+) -> None:
+    sandbox.set_faults(isp_error_next=10)
+    with pytest.raises(TopTransientError) as raised:
+        make_client(max_attempts=10).call(WRITEOFF_METHOD, WRITEOFF, start_by=time.monotonic() + 0.1)
+    assert len(sandbox.calls()) == 1 and any("margin" in note for note in raised.value.__notes__)
+
+
+def test_a_timeout_per_call_overrides_the_clients(sandbox: TopSandbox, make_client: Callable[..., TopClient]) -> None:
+    sandbox.set_faults(timeout_next=1, timeout_sleep_s=0.6, timeout_processes=True)
+    response = make_client(timeout_s=0.2).call(WRITEOFF_METHOD, WRITEOFF, timeout_s=2.0)
+    assert response.attempts == 1
 
 
 def test_http_4xx_is_retried_but_never_reached(make_client: Callable[..., TopClient], sleeps: list[float]) -> None:

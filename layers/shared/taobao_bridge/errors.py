@@ -14,6 +14,7 @@ __all__ = [
     "TopTransientError",
     "TopTransportError",
     "UnknownOutcome",
+    "UnreadableAnswer",
 ]
 
 
@@ -26,8 +27,13 @@ class ConfigurationError(BridgeError):
 
 
 class StorageError(BridgeError):
-    """Raised when DynamoDB cannot be reached or refuses a write for a reason other than our own conditions.
-    Nothing was written; the operation is safe to retry."""
+    """Raised when DynamoDB cannot be reached or refuses a request for a reason other than our own conditions.
+    The operation is safe to retry. ``maybe_applied``: a write may have taken effect before the failure (a
+    timeout after sending, a 5xx); False when DynamoDB refused it or it never left."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = True) -> None:
+        self.maybe_applied = maybe_applied
+        super().__init__(message)
 
 
 class TopTransportError(BridgeError):
@@ -38,6 +44,16 @@ class TopTransportError(BridgeError):
 class UnknownOutcome(TopTransportError):
     """Raised when a write call timed out after it was sent: the platform may or may not have applied it,
     so it must be retried with the same business keys."""
+
+
+class UnreadableAnswer(UnknownOutcome):
+    """Raised when the gateway answered HTTP 200 with something that is not a TOP answer (not JSON, not an
+    object, a repeated key): the call may well have been applied. Never retried by the client; ``answer`` keeps
+    the start of what came back, so an operator can judge."""
+
+    def __init__(self, message: str, answer: str) -> None:
+        self.answer = answer
+        super().__init__(message)
 
 
 class TopError(BridgeError):

@@ -32,6 +32,7 @@ __all__ = [
     "RecordProblem",
     "TooManyRecords",
     "accept_answer",
+    "incomplete_answer",
     "parse_body",
     "parse_records",
     "public_view",
@@ -168,6 +169,21 @@ def accept_answer(results: Sequence[AcceptResult]) -> tuple[int, dict[str, Any]]
     return 409, {"error": "conflict", "message": message, "records": records}
 
 
+def incomplete_answer(results: Sequence[AcceptResult]) -> dict[str, Any]:
+    """The 503 body when storage failed part-way: each record's status, so the caller knows exactly what is
+    stored (``accepted``/``duplicate``/``conflict``), what is not (``not_stored``) and what could not be checked
+    (``unknown``)."""
+    records = [{"id": result.record_id, "status": result.status, "state": result.state} for result in results]
+    counts = {status.value: sum(r.status is status for r in results) for status in AcceptStatus}
+    stored = counts["accepted"] + counts["duplicate"]
+    message = (
+        f"the outbox failed part-way: {stored} of {len(results)} records are stored, {counts['not_stored']} are "
+        f"not, {counts['unknown']} could not be checked (see each record's status); sending the same request "
+        "again is safe (stored records answer duplicate), and a not_stored record may be corrected first"
+    )
+    return {"error": "storage_unavailable", "message": message, "records": records}
+
+
 class Intake:
     """Validation and acceptance of records, callable from Python as from the HTTP function."""
 
@@ -193,6 +209,7 @@ def public_view(record: OutboxRecord) -> dict[str, Any]:
         "id": record.record_id,
         "state": record.state.value,
         "attempts": record.attempts,
+        "unknown_outcomes": record.unknown_outcomes,
         "last_error": record.last_error,
         "accepted_at": record.accepted_at,
         "settled_at": record.settled_at,

@@ -50,6 +50,7 @@ class ENV:
     SYNC_DEADLINE_MARGIN_S = "SYNC_DEADLINE_MARGIN_S"  # no new TOP call with less Lambda time left
     SYNC_EXTERNAL_CONCURRENCY = "SYNC_EXTERNAL_CONCURRENCY"  # external orders in flight at once
     SYNC_SESSION_RECHECK_S = "SYNC_SESSION_RECHECK_S"  # a paused risk flow probes the same session again
+    TOP_TIMEOUT_S = "TOP_TIMEOUT_S"  # one TOP call attempt; doubled for records whose last send timed out
 
 
 DEFAULT_METRICS_NAMESPACE = "TaobaoBridge"
@@ -108,6 +109,7 @@ class Settings:
     sync_deadline_margin_s: int = 15
     sync_external_concurrency: int = 4
     sync_session_recheck_s: int = 3600
+    top_timeout_s: int = 10
 
     def require(self, field: str) -> str:
         """The value of a string setting, or ``ConfigurationError`` naming where it comes from."""
@@ -197,4 +199,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sync_deadline_margin_s=_int(env, ENV.SYNC_DEADLINE_MARGIN_S, 15, minimum=1),
         sync_external_concurrency=_int(env, ENV.SYNC_EXTERNAL_CONCURRENCY, 4, minimum=1),
         sync_session_recheck_s=_int(env, ENV.SYNC_SESSION_RECHECK_S, 3600, minimum=1),
+        top_timeout_s=_int(env, ENV.TOP_TIMEOUT_S, 10, minimum=1),
     )

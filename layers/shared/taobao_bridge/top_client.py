@@ -21,7 +21,7 @@ import httpx
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, format_platform_time, system_clock
-from .errors import ConfigurationError, TopError, TopTransportError, UnknownOutcome
+from .errors import ConfigurationError, TopError, TopTransportError, UnknownOutcome, UnreadableAnswer
 from .jsonutil import loads_strict
 from .settings import Settings
 from .signing import SignMethod, sign_top_request
@@ -42,6 +42,7 @@ logger = Logger(child=True)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 API_VERSION = "2.0"
+MIN_ATTEMPT_S = 0.5  # an attempt with less time than this before the deadline is not started
 # Set by the client on every attempt; an API parameter of the same name would be ambiguous.
 RESERVED_PARAMS = frozenset({"method", "app_key", "timestamp", "v", "format", "sign_method", "session", "sign"})
 _HEADERS = {
@@ -99,6 +100,7 @@ class _Failure:
     error: TopError | None = None  # set for error_response answers
     may_have_reached: bool = False  # transport only: the platform may have processed the request
     cause: BaseException | None = None
+    unreadable: str | None = None  # an HTTP 200 whose body is not a TOP answer: its start, kept for the record
 
 
 class TopClient:
@@ -152,7 +154,7 @@ class TopClient:
             app_key=settings.require("top_app_key"),
             app_secret=settings.require("top_app_secret"),
             sign_method=settings.top_sign_method,
-            **kw,
+            **{"timeout_s": float(settings.top_timeout_s), **kw},
         )
 
     # the call -----------------------------------------------------------------------------------------------------
@@ -164,27 +166,48 @@ class TopClient:
         *,
         session: str | None = None,
         deadline: float | None = None,
+        start_by: float | None = None,
+        retry_unknown: bool = True,
+        timeout_s: float | None = None,
     ) -> TopResponse:
-        """Call ``method``; ``deadline`` is a ``time.monotonic()`` value no attempt may run past.
+        """Call ``method``.
 
-        Raises ``TopRateLimited``, ``TopSessionExpired``, ``TopPermanentError`` at once; ``TopTransientError``,
-        ``TopClockError``, ``UnknownOutcome`` or ``TopTransportError`` once retries are exhausted.
+        Time, as ``time.monotonic()`` values: no attempt runs past ``deadline`` (its timeout is cut to fit, and
+        an attempt that would get less than ``MIN_ATTEMPT_S`` is not started) and no retry starts after
+        ``start_by``. ``timeout_s`` overrides the client's timeout for this call. ``retry_unknown=False`` (APIs
+        the platform does not dedupe) never re-sends an attempt that may have been applied.
+
+        Raises ``TopRateLimited``, ``TopSessionExpired``, ``TopPermanentError`` at once; ``UnreadableAnswer``
+        at once (an HTTP 200 that is not a TOP answer); ``TopTransientError``, ``TopClockError``,
+        ``UnknownOutcome`` or ``TopTransportError`` once retries are exhausted.
         """
         if not method or not method.strip():
             raise ValueError("TOP method name is required")
         form = encode_api_params(api_params)  # validated before any I/O
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if timeout <= 0:
+            raise ValueError("timeout_s must be > 0")
         started = time.monotonic()
+        if deadline is not None and deadline - started < MIN_ATTEMPT_S:
+            raise TopTransportError(f"TOP call {method} not started: no time left before the deadline (not sent)")
         backoffs = 0
         clock_retried = False
         reached = False  # some attempt may have been processed: the outcome stays unknown
         attempt = 0
         while True:
             attempt += 1
-            outcome = self._attempt(method, form, session or None)
+            left = None if deadline is None else deadline - time.monotonic()
+            outcome = self._attempt(method, form, session or None, timeout if left is None else min(timeout, left))
             if isinstance(outcome, TopResponse):
                 return replace(outcome, attempts=attempt)
             reached = reached or outcome.may_have_reached
             self._log_failure(method, attempt, outcome)
+            if outcome.unreadable is not None:
+                raise UnreadableAnswer(
+                    f"TOP call {method} {outcome.detail} (attempt {attempt}); it may have been applied: "
+                    "not re-sent, the records are left for an operator",
+                    outcome.unreadable,
+                )
 
             action = RETRY_POLICY[outcome.error_class]
             delay: float | None = None
@@ -196,22 +219,35 @@ class TopClient:
             stop: str | None
             if delay is None:
                 stop = "not retried" if action is RetryAction.RAISE else "retried once already"
+            elif reached and not retry_unknown:
+                stop = "not re-sent: the outcome is unknown and this API does not dedupe repeated calls"
             else:
-                stop = self._stop_reason(attempt, started, delay, deadline)
+                stop = self._stop_reason(attempt, started, delay, deadline, start_by, timeout)
             if stop is not None:
                 raise self._final_error(method, attempt, outcome, reached, stop)
             if delay:
                 self._sleep(delay)
 
-    def _stop_reason(self, attempt: int, started: float, delay: float, deadline: float | None) -> str | None:
-        """Why another attempt after ``delay`` is not allowed, or None."""
+    def _stop_reason(
+        self,
+        attempt: int,
+        started: float,
+        delay: float,
+        deadline: float | None,
+        start_by: float | None,
+        timeout: float,
+    ) -> str | None:
+        """Why another attempt after ``delay`` is not allowed, or None. A retry needs its whole timeout before
+        the deadline: one cut short would only add an unknown outcome."""
         now = time.monotonic()
         if attempt >= self.max_attempts:
             return f"max_attempts={self.max_attempts} reached"
         if now - started + delay > self.retry_budget_s:
             return f"retry budget of {self.retry_budget_s} s spent"
-        if deadline is not None and now + delay + self.timeout_s >= deadline:
+        if deadline is not None and now + delay + timeout >= deadline:
             return "no time left before the deadline"
+        if start_by is not None and now + delay > start_by:
+            return "no time left before the deadline margin"
         return None
 
     def _final_error(self, method: str, attempts: int, last: _Failure, reached: bool, stop: str) -> Exception:
@@ -236,7 +272,9 @@ class TopClient:
 
     # one attempt --------------------------------------------------------------------------------------------------
 
-    def _attempt(self, method: str, form: dict[str, str], session: str | None) -> TopResponse | _Failure:
+    def _attempt(
+        self, method: str, form: dict[str, str], session: str | None, timeout: float
+    ) -> TopResponse | _Failure:
         system = {
             "method": method,
             "app_key": self.app_key,
@@ -256,10 +294,10 @@ class TopClient:
                 params=system,
                 content=urlencode(form).encode("ascii"),
                 headers=_HEADERS,
-                timeout=self.timeout_s,
+                timeout=timeout,
             )
         except httpx.HTTPError as exc:
-            return self._transport_failure(exc, secrets=(self._app_secret, session))
+            return self._transport_failure(exc, timeout, secrets=(self._app_secret, session))
         latency_ms = (time.monotonic() - t0) * 1000.0
         if response.status_code != 200:
             # A 5xx may come from a proxy after the platform processed the call; a 4xx was refused before it.
@@ -270,25 +308,39 @@ class TopClient:
             document = loads_strict(response.content)
         except ValueError as exc:  # not JSON, not UTF-8, or a repeated key
             return _Failure(
-                ErrorClass.TRANSPORT, "answered with a body that is not JSON", may_have_reached=True, cause=exc
+                ErrorClass.TRANSPORT,
+                "answered HTTP 200 with a body that is not a JSON answer",
+                may_have_reached=True,
+                cause=exc,
+                unreadable=_start_of(response.content),
             )
-        return self._parse(method, document, latency_ms)
+        return self._parse(method, document, latency_ms, response.content)
 
-    def _transport_failure(self, exc: httpx.HTTPError, secrets: tuple[str | None, ...]) -> _Failure:
+    def _transport_failure(self, exc: httpx.HTTPError, timeout: float, secrets: tuple[str | None, ...]) -> _Failure:
         if isinstance(exc, httpx.TimeoutException):
-            what = f"timed out after {self.timeout_s} s"
+            what = f"timed out after {round(timeout, 3):g} s"
             what += " (connecting)" if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)) else ""
         else:
             what = f"failed: {type(exc).__name__}: {_redacted(str(exc), secrets)}"
         return _Failure(ErrorClass.TRANSPORT, what, may_have_reached=not isinstance(exc, _NEVER_SENT), cause=exc)
 
-    def _parse(self, method: str, document: Any, latency_ms: float) -> TopResponse | _Failure:
+    def _parse(self, method: str, document: Any, latency_ms: float, raw: bytes) -> TopResponse | _Failure:
         if not isinstance(document, dict):
-            return _Failure(ErrorClass.TRANSPORT, "answered with JSON that is not an object", may_have_reached=True)
+            return _Failure(
+                ErrorClass.TRANSPORT,
+                "answered with JSON that is not an object",
+                may_have_reached=True,
+                unreadable=_start_of(raw),
+            )
         if "error_response" in document:
             err = document["error_response"]
             if not isinstance(err, dict):
-                return _Failure(ErrorClass.TRANSPORT, "answered with a malformed error_response", may_have_reached=True)
+                return _Failure(
+                    ErrorClass.TRANSPORT,
+                    "answered with a malformed error_response",
+                    may_have_reached=True,
+                    unreadable=_start_of(raw),
+                )
             code, sub_code = err.get("code"), _text(err.get("sub_code"))
             error = error_for(
                 code if isinstance(code, (int, str)) else None,
@@ -308,7 +360,10 @@ class TopClient:
                 body = inner
         if not isinstance(body, dict):
             return _Failure(
-                ErrorClass.TRANSPORT, "answered with a response body that is not an object", may_have_reached=True
+                ErrorClass.TRANSPORT,
+                "answered with a response body that is not an object",
+                may_have_reached=True,
+                unreadable=_start_of(raw),
             )
         return TopResponse(method, body, _text(body.get("request_id")), latency_ms, 1)
 
@@ -328,6 +383,11 @@ class TopClient:
                 "request_id": error.request_id if error else None,
             },
         )
+
+
+def _start_of(raw: bytes, limit: int = 4096) -> str:
+    """The start of an unreadable answer as text, for the record (decoded leniently: it may not be UTF-8)."""
+    return raw[:limit].decode("utf-8", errors="replace")
 
 
 def _redacted(text: str, secrets: tuple[str | None, ...]) -> str:

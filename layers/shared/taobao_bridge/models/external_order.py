@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic import Field
 
-from .api import OutboundApi, Verdict
+from .api import OutboundApi, Verdict, read_flag, read_id, read_text
 from .common import InboundModel, Int64, OutboundModel, PlatformDateTime
 
 __all__ = [
@@ -127,13 +127,19 @@ class ExternalOrderSyncResponse(InboundModel):
 
 
 def verdict(body: Mapping[str, Any]) -> Verdict:
-    """``result.success=false`` with ``msg_code`` is a refusal; success carries the platform's order id."""
-    result = ExternalOrderSyncResponse.model_validate(body).result
-    if result is None:
-        return Verdict(refusal="no result in the answer")
-    if result.success is False:
-        return Verdict(refusal=f"{result.msg_code or 'refused'}: {result.msg_info or ''}".strip())
-    return Verdict(platform_order_id=result.data.order_id if result.data else None)
+    """``result.success``: true is taken (with ``result.data.order_id``, the platform's order id, when it is a
+    readable id), false a refusal with ``msg_code``/``msg_info``. Read leniently, like the writeoff verdict; an
+    answer that says neither is unreadable."""
+    result = body.get("result")
+    holder = result if isinstance(result, Mapping) else body
+    success = read_flag(holder.get("success"))
+    if success is True:
+        data = holder.get("data")
+        return Verdict(platform_order_id=read_id(data.get("order_id")) if isinstance(data, Mapping) else None)
+    if success is False:
+        code = read_text(holder.get("msg_code")) or "refused"
+        return Verdict(refusal=f"{code}: {read_text(holder.get('msg_info'))}".strip())
+    return Verdict(unreadable=f"no readable result.success in the answer (keys: {sorted(body)[:10]})")
 
 
 def _single(payloads: list[dict[str, Any]]) -> dict[str, Any]:
@@ -150,4 +156,5 @@ API: Final = OutboundApi(
     request=ExternalOrderSyncRequest,
     wrap=_single,
     verdict=verdict,
+    idempotent=True,  # the platform dedupes on idempotent_id
 )

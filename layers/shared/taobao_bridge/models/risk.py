@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, Field
 
-from .api import OutboundApi, Verdict
+from .api import OutboundApi, Verdict, read_flag, read_text
 from .common import InboundModel, Int64, OutboundModel, PlatformDateTime, one_of
 
 __all__ = [
@@ -75,8 +75,14 @@ class RiskSyncResponse(InboundModel):
 
 
 def verdict(body: Mapping[str, Any]) -> Verdict:
-    """The seed documents no business result: a call the gateway accepted is synced."""
-    RiskSyncResponse.model_validate(body)
+    """The seed documents no business result: a call the gateway accepted is taken, unless the answer says
+    ``success: false`` (in a ``result`` or at the top), which is read as a refusal."""
+    result = body.get("result")
+    holder = result if isinstance(result, Mapping) else body
+    if read_flag(holder.get("success")) is False:
+        code = read_text(holder.get("error_code") or holder.get("msg_code")) or "refused"
+        message = read_text(holder.get("error_msg") or holder.get("msg_info"))
+        return Verdict(refusal=f"{code}: {message}".strip())
     return Verdict()
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, Field
 
-from .api import OutboundApi, Verdict
+from .api import OutboundApi, Verdict, read_flag, read_text
 from .common import InboundModel, Int64, OutboundModel, PlatformDateTime, one_of
 
 __all__ = [
@@ -101,11 +101,23 @@ class WriteoffSyncResponse(InboundModel):
 
 
 def verdict(body: Mapping[str, Any]) -> Verdict:
-    """``result.success=false`` is a refusal with ``error_code``/``error_msg``; anything else is synced."""
-    result = WriteoffSyncResponse.model_validate(body).result
-    if result is not None and result.success is False:
-        return Verdict(refusal=f"{result.error_code or 'refused'}: {result.error_msg or ''}".strip())
-    return Verdict()
+    """``result.success``: true is taken, false a refusal with ``error_code``/``error_msg``.
+
+    Read leniently: only these fields, booleans also as text. A refusal in another shape (``success: false`` at
+    the top, as the sibling refund API answers) is still a refusal; an answer that says neither is unreadable,
+    never taken as synced on a guess.
+    """
+    result = body.get("result")
+    holder = result if isinstance(result, Mapping) else body
+    success = read_flag(holder.get("success"))
+    if success is True:
+        return Verdict()
+    if success is False:
+        code = read_text(holder.get("error_code")) or "refused"
+        return Verdict(refusal=f"{code}: {read_text(holder.get('error_msg'))}".strip())
+    if holder.get("error_code") not in (None, ""):
+        return Verdict(refusal=f"{read_text(holder.get('error_code'))}: {read_text(holder.get('error_msg'))}".strip())
+    return Verdict(unreadable=f"no readable result.success in the answer (keys: {sorted(body)[:10]})")
 
 
 API: Final = OutboundApi(

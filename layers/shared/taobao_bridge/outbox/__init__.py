@@ -1,7 +1,8 @@
 """The outbox: records accepted from merchants wait in DynamoDB until a sync run settles them.
 
 - ``records``: what is stored and its states (``RecordState``), what a sync attempt decided (``Settlement``);
-- ``store``: ``OutboxStore`` accepts records, reads due ones and writes settlements;
+- ``store``: ``OutboxStore`` accepts records, reads due ones and writes settlements; ``items``: how records and
+  settlements are stored as DynamoDB items;
 - ``control``: ``RunControl`` holds the leases, bans and pauses that steer sync runs (same table).
 
 See docs/ARCHITECTURE.md for who uses what.
@@ -10,8 +11,10 @@ See docs/ARCHITECTURE.md for who uses what.
 from __future__ import annotations
 
 from .control import Pause, RunControl
+from .items import is_still_due
 from .records import (
     MAX_ACCEPT_ITEM_BYTES,
+    AcceptIncomplete,
     AcceptResult,
     AcceptStatus,
     Dead,
@@ -21,13 +24,15 @@ from .records import (
     Retry,
     Settlement,
     Synced,
+    Unconfirmed,
     payload_sha256,
 )
-from .store import DUE_INDEX, OutboxStore, is_still_due
+from .store import DUE_INDEX, OutboxStore
 
 __all__ = [
     "DUE_INDEX",
     "MAX_ACCEPT_ITEM_BYTES",
+    "AcceptIncomplete",
     "AcceptResult",
     "AcceptStatus",
     "Dead",
@@ -40,6 +45,7 @@ __all__ = [
     "RunControl",
     "Settlement",
     "Synced",
+    "Unconfirmed",
     "is_still_due",
     "payload_sha256",
 ]

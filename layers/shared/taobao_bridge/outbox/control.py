@@ -134,6 +134,15 @@ class RunControl:
         except BotoCoreError as exc:
             raise StorageError(f"setting ban {scope} (UpdateItem) failed: {exc}") from exc
 
+    def lift_ban(self, scope: str) -> bool:
+        """Remove the stored ban on ``scope`` (an operator decision: the next run calls the platform again and
+        a platform still banning us stores a new one). True if there was one."""
+        with storage_errors(f"lifting ban {scope} (DeleteItem)"):
+            answer = self.client.delete_item(
+                TableName=self.table_name, Key=to_item({"pk": f"ban#{scope}"}), ReturnValues="ALL_OLD"
+            )
+        return bool(answer.get("Attributes"))
+
     # ------------------------------------------------------------------------------------------------ pauses
     def pause(self, name: str) -> Pause | None:
         """Pause ``name``, or None when not paused."""
@@ -161,9 +170,13 @@ class RunControl:
                 ),
             )
 
-    def clear_pause(self, name: str) -> None:
+    def clear_pause(self, name: str) -> bool:
+        """Lift pause ``name``; the next run probes the session again. True if there was one."""
         with storage_errors(f"clearing pause {name} (DeleteItem)"):
-            self.client.delete_item(TableName=self.table_name, Key=to_item({"pk": f"pause#{name}"}))
+            answer = self.client.delete_item(
+                TableName=self.table_name, Key=to_item({"pk": f"pause#{name}"}), ReturnValues="ALL_OLD"
+            )
+        return bool(answer.get("Attributes"))
 
     def _get(self, pk: str, operation: str) -> dict[str, Any] | None:
         with storage_errors(operation):

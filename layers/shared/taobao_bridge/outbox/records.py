@@ -11,12 +11,13 @@ from enum import StrEnum
 from typing import Any
 
 from ..dynamo import MAX_ITEM_BYTES
-from ..errors import BridgeError
+from ..errors import BridgeError, StorageError
 from ..kinds import Kind
 
 __all__ = [
     "MAX_ACCEPT_ITEM_BYTES",
     "SETTLEMENT_RESERVE_BYTES",
+    "AcceptIncomplete",
     "AcceptResult",
     "AcceptStatus",
     "Dead",
@@ -26,6 +27,7 @@ __all__ = [
     "Retry",
     "Settlement",
     "Synced",
+    "Unconfirmed",
     "payload_sha256",
 ]
 
@@ -36,11 +38,13 @@ MAX_ACCEPT_ITEM_BYTES = MAX_ITEM_BYTES - SETTLEMENT_RESERVE_BYTES
 
 
 class RecordState(StrEnum):
-    """Where a record is in its life. ``due`` waits for a sync run; ``synced`` and ``dead`` are settled."""
+    """Where a record is in its life. ``due`` waits for a sync run; the other three are settled and never sent
+    again automatically."""
 
     DUE = "due"
-    SYNCED = "synced"
-    DEAD = "dead"
+    SYNCED = "synced"  # the platform took it
+    DEAD = "dead"  # the platform refused it, or it failed without ever reaching the platform
+    UNCONFIRMED = "unconfirmed"  # delivered (maybe more than once), but the platform's verdict is unknown
 
 
 class AcceptStatus(StrEnum):
@@ -49,6 +53,9 @@ class AcceptStatus(StrEnum):
     ACCEPTED = "accepted"  # stored now
     DUPLICATE = "duplicate"  # the same key with the same content is already stored: nothing changed
     CONFLICT = "conflict"  # the same key is stored with different content: refused
+    # Only after a storage failure (``AcceptIncomplete``):
+    NOT_STORED = "not_stored"  # certainly not stored: send it again, corrected or not
+    UNKNOWN = "unknown"  # its write failed and could not be checked: send the same content again to find out
 
 
 class RecordTooLarge(BridgeError):
@@ -82,6 +89,7 @@ class OutboxRecord:
     platform_answer: str | None  # JSON text, once synced
     platform_order_id: int | None  # external orders, once synced
     dead_reason: str | None
+    unknown_outcomes: int = 0  # sends whose outcome stayed unknown (timeouts after sending, unreadable answers)
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,16 @@ class AcceptResult:
     record_id: str
     status: AcceptStatus
     state: RecordState | None
+
+
+class AcceptIncomplete(StorageError):
+    """Raised by ``accept`` when DynamoDB failed part-way: ``results`` says, per submitted record in order,
+    whether it is stored (``accepted``/``duplicate``/``conflict``), certainly not (``not_stored``) or unknown.
+    Sending the same request again is safe: stored records answer ``duplicate``."""
+
+    def __init__(self, message: str, results: list[AcceptResult]) -> None:
+        self.results = results
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -105,11 +123,13 @@ class Synced:
 
 @dataclass(frozen=True)
 class Retry:
-    """The attempt failed in a way that may pass: try again at ``next_due_at`` (epoch ms)."""
+    """The attempt failed in a way that may pass: try again at ``next_due_at`` (epoch ms). ``unknown_outcome``:
+    the call may have been applied (it timed out after sending), which the record counts."""
 
     record: OutboxRecord
     error: str
     next_due_at: int
+    unknown_outcome: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,19 @@ class Dead:
     sent: bool = True
 
 
-Settlement = Synced | Retry | Dead
+@dataclass(frozen=True)
+class Unconfirmed:
+    """Delivered, verdict unknown: the platform answered in a shape we cannot read (``answer`` keeps what it
+    said), or the record ran out of attempts after sends whose outcome stayed unknown. Terminal: re-sending
+    could apply it twice, so an operator decides."""
+
+    record: OutboxRecord
+    reason: str
+    answer: dict[str, Any] | str | None = None
+    unknown_outcome: bool = True  # this send's outcome is unknown (counted like Retry.unknown_outcome)
+
+
+Settlement = Synced | Retry | Dead | Unconfirmed
 
 
 def payload_sha256(payload: Mapping[str, Any]) -> str:

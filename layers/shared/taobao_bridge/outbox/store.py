@@ -3,11 +3,12 @@
 
 One DynamoDB table (``OutboxTable`` in template.yaml), hash key ``pk``: a record is ``pk = "<kind>#<record_id>"``
 with its wire payload (JSON text), ``payload_sha256``, ``state`` (``RecordState``), ``attempts`` and
-``accepted_at``. While due it also carries ``due_kind`` and ``due_at`` (epoch ms), the keys of the sparse
-``due-index``: settling removes them, so the index only ever holds work. Settled records keep their outcome
-(``platform_answer``, ``platform_order_id``, ``last_error``, ``dead_reason``, ``settled_at``) until
-``expires_at`` (TTL, ``retention_days`` later); due records never expire. The same table holds the run control
-items (``outbox.control``); they have no ``record_id`` and never show up as records.
+``accepted_at`` (the item mapping is ``items.py``). While due it also carries ``due_kind`` and ``due_at``
+(epoch ms), the keys of the sparse ``due-index``: settling removes them, so the index only ever holds work.
+Settled records keep their outcome (``platform_answer``, ``platform_order_id``, ``last_error``, ``dead_reason``,
+``settled_at``) until ``expires_at`` (TTL, ``retention_days`` later); due records never expire.
+``unknown_outcomes`` counts the sends whose outcome stayed unknown. The same table holds the run control items
+(``outbox.control``); they have no ``record_id`` and never show up as records.
 
 Cost, in DynamoDB requests (the project's headline figure): accepting N records is ceil(N / 100)
 ``TransactWriteItems`` (one more per chunk that met existing keys); reading due work is one ``Query`` page
@@ -17,15 +18,13 @@ per 1,000 index entries plus one ``BatchGetItem`` per 100 records; settling is o
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
 from ..clock import Clock, system_clock
 from ..dynamo import (
@@ -46,30 +45,27 @@ from ..dynamo import (
     item_size,
     storage_errors,
     to_item,
-    truncate_utf8,
 )
 from ..errors import StorageError
-from ..jsonutil import dumps
 from ..kinds import Kind
+from .items import is_still_due, new_item, pk, record_from_item, settled_item
 from .records import (
     MAX_ACCEPT_ITEM_BYTES,
+    AcceptIncomplete,
     AcceptResult,
     AcceptStatus,
-    Dead,
     OutboxRecord,
     RecordState,
     RecordTooLarge,
-    Retry,
     Settlement,
-    Synced,
     payload_sha256,
 )
 
-__all__ = ["DUE_INDEX", "OutboxStore", "is_still_due", "record_from_item"]
+__all__ = ["DUE_INDEX", "OutboxStore"]
 
 DUE_INDEX = "due-index"
-_MAX_ANSWER_BYTES = 16 * 1024
-_MAX_ERROR_BYTES = 2 * 1024
+_MAYBE_APPLIED_CODES = frozenset({"InternalServerError", "ServiceUnavailable"})
+_NEVER_SENT = (EndpointConnectionError, ConnectTimeoutError)
 _CONFLICT_RETRIES = 4  # TransactionConflict: another writer touched one of the keys at the same moment
 _UNPROCESSED_RETRIES = 8  # rounds of UnprocessedItems / UnprocessedKeys before giving up
 
@@ -121,59 +117,84 @@ class OutboxStore:
         """Store new records due now; one result per record, in order. Idempotent: submitting the same
         records again changes nothing and answers ``duplicate``.
 
-        Raises ``RecordTooLarge`` (before any write) and ``StorageError`` (safe to retry: records already
-        stored by the failed call answer ``duplicate`` the next time).
+        Raises ``RecordTooLarge`` (before any write) and ``AcceptIncomplete`` (a ``StorageError`` that says which
+        records are stored; safe to retry: records already stored answer ``duplicate`` the next time).
         """
         now = self.clock()
-        now_ms = _epoch_ms(now)
-        accepted_at = _iso(now)
         first_seen: dict[str, int] = {}
         repeats: list[tuple[int, str, str]] = []  # (index, record_id, sha) of keys seen earlier in this call
         new_items: list[_NewItem] = []
         for index, (record_id, payload) in enumerate(records):
-            pk = _pk(kind, record_id)
-            if not record_id or len(pk.encode("utf-8")) > MAX_KEY_BYTES:
+            if not record_id or len(pk(kind, record_id).encode("utf-8")) > MAX_KEY_BYTES:
                 raise ValueError(f"record id {record_id[:80]!r}: empty or longer than a DynamoDB key allows")
             sha = payload_sha256(payload)
             if record_id in first_seen:
                 repeats.append((index, record_id, sha))
                 continue
             first_seen[record_id] = index
-            item = to_item(
-                {
-                    "pk": pk,
-                    "kind": kind.value,
-                    "record_id": record_id,
-                    "payload": dumps(payload),
-                    "payload_sha256": sha,
-                    "state": RecordState.DUE.value,
-                    "attempts": 0,
-                    "accepted_at": accepted_at,
-                    "due_kind": kind.value,
-                    "due_at": now_ms,
-                }
-            )
+            item = new_item(kind, record_id, payload, sha, now)
             size = item_size(item)
             if size > MAX_ACCEPT_ITEM_BYTES:
                 raise RecordTooLarge(record_id, size)
             new_items.append(_NewItem(index, record_id, sha, item, size))
 
         outcome: _Outcome = {}
+        failure: StorageError | None = None
         for chunk in chunks(new_items, MAX_TRANSACT_ITEMS, MAX_TRANSACT_BYTES, size=lambda new: new.size):
-            self._put_new(chunk, outcome)
+            if failure is not None:  # not attempted after a failure: certainly not stored
+                outcome.update({new.record_id: (AcceptStatus.NOT_STORED, "", None) for new in chunk})
+                continue
+            try:
+                self._put_new(chunk, outcome)
+            except StorageError as exc:
+                failure = exc
+                pending = [new for new in chunk if new.record_id not in outcome]
+                self._learn_what_was_stored(pending, outcome, maybe_applied=exc.maybe_applied)
+        results = self._results(len(records), new_items, repeats, outcome)
+        if failure is not None:
+            stored = sum(r.status in (AcceptStatus.ACCEPTED, AcceptStatus.DUPLICATE) for r in results)
+            raise AcceptIncomplete(f"{failure} ({stored} of {len(results)} records are stored)", results) from failure
+        return results
 
-        results: list[AcceptResult | None] = [None] * len(records)
+    @staticmethod
+    def _results(
+        count: int, new_items: list[_NewItem], repeats: list[tuple[int, str, str]], outcome: _Outcome
+    ) -> list[AcceptResult]:
+        results: list[AcceptResult | None] = [None] * count
         for new in new_items:
             status, _, state = outcome[new.record_id]
             results[new.index] = AcceptResult(new.record_id, status, None if status is AcceptStatus.CONFLICT else state)
         for index, record_id, sha in repeats:
             # Compared with what is stored now, which is the first occurrence unless that one conflicted.
-            _, stored_sha, state = outcome[record_id]
-            if sha == stored_sha:
+            status, stored_sha, state = outcome[record_id]
+            if status in (AcceptStatus.NOT_STORED, AcceptStatus.UNKNOWN):
+                results[index] = AcceptResult(record_id, status, None)
+            elif sha == stored_sha:
                 results[index] = AcceptResult(record_id, AcceptStatus.DUPLICATE, state)
             else:
                 results[index] = AcceptResult(record_id, AcceptStatus.CONFLICT, None)
         return [result for result in results if result is not None]
+
+    def _learn_what_was_stored(self, pending: list[_NewItem], outcome: _Outcome, *, maybe_applied: bool) -> None:
+        """After a failed transaction, read its keys back: it may have been applied before the failure (a
+        timeout after the write). What cannot be read is ``unknown`` unless the failure itself proves nothing
+        was written; the answer never guesses."""
+        try:
+            stored = self._batch_get([new.item["pk"]["S"] for new in pending])
+        except StorageError:
+            status = AcceptStatus.UNKNOWN if maybe_applied else AcceptStatus.NOT_STORED
+            outcome.update({new.record_id: (status, "", None) for new in pending})
+            return
+        for new in pending:
+            item = stored.get(new.item["pk"]["S"])
+            if item is None:
+                outcome[new.record_id] = (AcceptStatus.NOT_STORED, "", None)
+                continue
+            values = from_item(item)
+            stored_sha = str(values.get("payload_sha256", ""))
+            status = AcceptStatus.ACCEPTED if stored_sha == new.sha else AcceptStatus.CONFLICT
+            state = values.get("state")
+            outcome[new.record_id] = (status, stored_sha, RecordState(state) if state else None)
 
     def _put_new(self, chunk: list[_NewItem], outcome: _Outcome) -> None:
         """Write ``chunk`` in one transaction; keys that exist are classified and dropped, and the rest is
@@ -208,10 +229,17 @@ class OutboxStore:
                     retryable = code in RETRYABLE_CODES
                 failures += 1
                 if not retryable or failures > _CONFLICT_RETRIES:
-                    raise StorageError(f"accepting records (TransactWriteItems) failed: {describe_error(exc)}") from exc
+                    # An error answer means the transaction did not commit, unless DynamoDB itself failed (5xx).
+                    raise StorageError(
+                        f"accepting records (TransactWriteItems) failed: {describe_error(exc)}",
+                        maybe_applied=code in _MAYBE_APPLIED_CODES,
+                    ) from exc
                 time.sleep(0.05 * failures + random.uniform(0, 0.05))
             except BotoCoreError as exc:
-                raise StorageError(f"accepting records (TransactWriteItems) failed: {exc}") from exc
+                raise StorageError(
+                    f"accepting records (TransactWriteItems) failed: {exc}",
+                    maybe_applied=not isinstance(exc, _NEVER_SENT),
+                ) from exc
             else:
                 for new in remaining:
                     outcome[new.record_id] = (AcceptStatus.ACCEPTED, new.sha, RecordState.DUE)
@@ -237,7 +265,7 @@ class OutboxStore:
     # --------------------------------------------------------------------------------------------- reading
     def get(self, kind: Kind, record_id: str) -> OutboxRecord | None:
         """The record as stored now (strongly consistent), or None."""
-        item = self._get_raw(_pk(kind, record_id), "reading a record (GetItem)")
+        item = self._get_raw(pk(kind, record_id), "reading a record (GetItem)")
         return record_from_item(item) if item is not None and "record_id" in item else None
 
     def due(self, kind: Kind, *, now_ms: int, limit: int) -> list[OutboxRecord]:
@@ -273,7 +301,7 @@ class OutboxStore:
         order = {pk: position for position, pk in enumerate(dict.fromkeys(keys[:limit]))}
         fresh = self._batch_get(list(order))
         records = [record_from_item(item) for item in fresh.values() if is_still_due(item, now_ms)]
-        records.sort(key=lambda record: (record.due_at or 0, order[_pk(record.kind, record.record_id)]))
+        records.sort(key=lambda record: (record.due_at or 0, order[pk(record.kind, record.record_id)]))
         return records
 
     def _batch_get(self, pks: list[str]) -> dict[str, dict[str, Any]]:
@@ -308,55 +336,12 @@ class OutboxStore:
         items, so after a ``StorageError`` (some chunks may be written) the call can simply be repeated.
         """
         now = self.clock()
-        items = [self._settled_item(settlement, now) for settlement in settlements]
+        items = [settled_item(settlement, now, self.retention_days) for settlement in settlements]
         keys = [item["pk"]["S"] for item in items]
         if len(set(keys)) != len(keys):
             raise ValueError("settle: the same record appears twice; settle each record once per call")
         for chunk in chunks(items, MAX_BATCH_WRITE_ITEMS):
             self._batch_put(chunk)
-
-    def _settled_item(self, settlement: Settlement, now: datetime) -> dict[str, Any]:
-        record = settlement.record
-        values: dict[str, Any] = {
-            "pk": _pk(record.kind, record.record_id),
-            "kind": record.kind.value,
-            "record_id": record.record_id,
-            "payload": dumps(record.payload),
-            "payload_sha256": record.payload_sha256,
-            "attempts": record.attempts + 1,
-            "accepted_at": record.accepted_at,
-            "last_error": record.last_error,
-        }
-        expires_at = int((now + timedelta(days=self.retention_days)).timestamp())
-        if isinstance(settlement, Synced):
-            values.update(
-                state=RecordState.SYNCED.value,
-                platform_answer=truncate_utf8(dumps(settlement.answer), _MAX_ANSWER_BYTES),
-                platform_order_id=settlement.platform_order_id,
-                settled_at=_iso(now),
-                expires_at=expires_at,
-            )
-        elif isinstance(settlement, Retry):
-            values.update(
-                state=RecordState.DUE.value,
-                last_error=truncate_utf8(settlement.error, _MAX_ERROR_BYTES),
-                due_kind=record.kind.value,
-                due_at=settlement.next_due_at,
-            )
-        elif isinstance(settlement, Dead):
-            reason = truncate_utf8(settlement.reason, _MAX_ERROR_BYTES)
-            values.update(
-                state=RecordState.DEAD.value,
-                dead_reason=reason,
-                last_error=reason,
-                settled_at=_iso(now),
-                expires_at=expires_at,
-            )
-            if not settlement.sent:
-                values["attempts"] = record.attempts
-        else:  # pragma: no cover - the type checker sees all three
-            raise TypeError(f"not a settlement: {settlement!r}")
-        return to_item(values)
 
     def _batch_put(self, items: list[dict[str, Any]]) -> None:
         requests = [{"PutRequest": {"Item": item}} for item in items]
@@ -375,52 +360,8 @@ class OutboxStore:
                 )
             backoff(rounds)
 
-    def _get_raw(self, pk: str, operation: str) -> dict[str, Any] | None:
+    def _get_raw(self, key: str, operation: str) -> dict[str, Any] | None:
         with storage_errors(operation):
-            found = self.client.get_item(TableName=self.table_name, Key=to_item({"pk": pk}), ConsistentRead=True)
+            found = self.client.get_item(TableName=self.table_name, Key=to_item({"pk": key}), ConsistentRead=True)
         item = found.get("Item")
         return dict(item) if item else None
-
-
-def is_still_due(item: Mapping[str, Any], now_ms: int) -> bool:
-    """Whether a freshly read item (DynamoDB form) is a record that is due at ``now_ms``.
-
-    What the due index says is not enough: it lags behind writes, so a record settled (or retried with a
-    later ``due_at``) a moment ago may still be listed there.
-    """
-    state = item.get("state", {}).get("S")
-    due_at = item.get("due_at", {}).get("N")
-    return state == RecordState.DUE.value and due_at is not None and int(due_at) <= now_ms
-
-
-def record_from_item(item: Mapping[str, Any]) -> OutboxRecord:
-    """A stored record (DynamoDB form) as an ``OutboxRecord``."""
-    values = from_item(dict(item))
-    order_id = values.get("platform_order_id")
-    return OutboxRecord(
-        kind=Kind(values["kind"]),
-        record_id=str(values["record_id"]),
-        payload=json.loads(values["payload"]),
-        payload_sha256=str(values["payload_sha256"]),
-        state=RecordState(values["state"]),
-        attempts=int(values.get("attempts", 0)),
-        due_at=int(values["due_at"]) if values.get("due_at") is not None else None,
-        accepted_at=str(values.get("accepted_at", "")),
-        settled_at=values.get("settled_at"),
-        last_error=values.get("last_error"),
-        platform_answer=values.get("platform_answer"),
-        platform_order_id=int(order_id) if order_id is not None else None,
-        dead_reason=values.get("dead_reason"),
-    )
-
-
-def _pk(kind: Kind, record_id: str) -> str:
-    return f"{kind.value}#{record_id}"
-
-
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -43,15 +43,17 @@ class SyncControl(Protocol):
 
     def set_pause(self, name: str, *, reason: str, fingerprint: str) -> None: ...
 
-    def clear_pause(self, name: str) -> None: ...
+    def clear_pause(self, name: str) -> bool: ...
 
 
 class TopCaller(Protocol):
     """One TOP API call with the client's own retries (``top_client.TopClient``).
 
     Returns the accepted answer; raises the ``errors`` tree: ``TopRateLimited``, ``TopSessionExpired``,
-    ``TopPermanentError`` at once, ``TopError``/``TopTransportError`` (``UnknownOutcome``) once its retries
-    are spent. ``deadline`` is a ``time.monotonic()`` value no attempt may run past.
+    ``TopPermanentError`` and ``UnreadableAnswer`` at once, ``TopError``/``TopTransportError``
+    (``UnknownOutcome``) once its retries are spent. Times are ``time.monotonic()`` values: no attempt runs past
+    ``deadline``, no retry starts after ``start_by``. ``retry_unknown=False``: never re-send an attempt that may
+    have been applied. ``timeout_s``: this call's attempt timeout.
     """
 
     def call(
@@ -61,4 +63,7 @@ class TopCaller(Protocol):
         *,
         session: str | None = None,
         deadline: float | None = None,
+        start_by: float | None = None,
+        retry_unknown: bool = True,
+        timeout_s: float | None = None,
     ) -> TopResponse: ...

@@ -8,10 +8,17 @@ A run
 4. releases the lease.
 
 A refused batch (``isv.*`` or ``result.success=false``) is split in halves until the bad records are alone:
-the good ones are synced, the bad ones settled dead with the platform's code and message. A record that keeps
-failing transiently is retried later with backoff and settled dead after ``max_attempts``. A worker that dies
-between send and settle leaves its records due: the lease expires and the next run sends them again with the
-same business keys.
+the good ones are synced, the bad ones settled dead with the platform's code and message. An answer nobody can
+read settles its records ``unconfirmed`` (delivered, verdict unknown) with the answer kept: never re-sent
+automatically, never blocking the records behind them. A record that keeps failing transiently is retried later
+with backoff, and after ``max_attempts`` settled dead, or ``unconfirmed`` if any of its sends may have been
+applied. A worker that dies between send and settle leaves its records due: the lease expires and the next run
+sends them again with the same business keys.
+
+Time: no TOP call (first send, isolation half or client retry) starts with less than ``deadline_margin_s`` of
+Lambda time left, and no call runs into the last third of that margin, which is kept for settling. Settle writes
+that fail are retried with backoff inside that reserve; if they still fail the run stops and says so, and only the
+unsettled records stay due.
 
 The runner logs but emits no metrics: the handler emits them from the ``RunReport`` it returns.
 """
@@ -26,108 +33,37 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from ..clock import Clock, system_clock
-from ..errors import BridgeError, TopError, TopPermanentError, TopRateLimited, TopSessionExpired, TopTransportError
+from ..errors import (
+    BridgeError,
+    StorageError,
+    TopError,
+    TopPermanentError,
+    TopRateLimited,
+    TopSessionExpired,
+    TopTransportError,
+    UnknownOutcome,
+    UnreadableAnswer,
+)
 from ..kinds import KINDS, Kind, KindSpec
+from ..models.api import Verdict
 from ..models.common import field_path
-from ..outbox.records import Dead, OutboxRecord, Retry, Settlement, Synced
-from ..settings import Settings
+from ..outbox.records import Dead, OutboxRecord, Retry, Settlement, Synced, Unconfirmed
+from .config import SyncConfig
 from .ports import SyncControl, SyncOutbox, TopCaller
+from .report import RunReport, RunStatus
 
-__all__ = ["APP_BAN_SCOPE", "RunReport", "RunStatus", "SyncConfig", "SyncRunner", "session_fingerprint"]
+__all__ = ["APP_BAN_SCOPE", "DAILY_QUOTA_PROBE_S", "SyncRunner", "session_fingerprint"]
 
 logger = Logger(child=True)
 
 APP_BAN_SCOPE = "app"  # the daily quota (accesscontrol.limited-by-app-access-count) stops every API
-
-
-@dataclass(frozen=True)
-class SyncConfig:
-    max_attempts: int = 8  # sends that failed transiently before a record is settled dead
-    retry_base_s: float = 30.0  # record backoff: base * 2**attempts, full jitter above half, capped
-    retry_cap_s: float = 3600.0
-    deadline_margin_s: float = 15.0  # no new TOP call starts with less Lambda time left than this
-    lease_margin_s: float = 30.0  # the lease outlives the invocation's deadline by this much
-    external_concurrency: int = 4  # external orders in flight at once (one per call)
-    session_recheck_s: float = 3600.0  # a paused flow probes the same session again after this long
-    fetch_batches: int = 1  # batches read from the outbox per round (larger = fewer Queries, longer leases)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SyncConfig:
-        return cls(
-            max_attempts=settings.sync_max_attempts,
-            retry_base_s=settings.sync_retry_base_s,
-            deadline_margin_s=settings.sync_deadline_margin_s,
-            external_concurrency=settings.sync_external_concurrency,
-            session_recheck_s=settings.sync_session_recheck_s,
-        )
-
-
-class RunStatus(StrEnum):
-    """How a run ended."""
-
-    DONE = "done"  # nothing due is left
-    DEADLINE = "deadline"  # stopped before the Lambda deadline; the rest stays due
-    LEASED_ELSEWHERE = "leased_elsewhere"  # another run holds the kind's lease
-    BANNED = "banned"  # a stored rate-limit ban is still running
-    PAUSED = "paused"  # the seller session is missing or was refused with this key
-    RATE_LIMITED = "rate_limited"  # the platform banned us during this run
-    SESSION_EXPIRED = "session_expired"  # the platform refused the session during this run
-
-
-@dataclass
-class RunReport:
-    kind: str
-    status: RunStatus = RunStatus.DONE
-    calls: int = 0
-    sent: int = 0
-    synced: int = 0
-    retried: int = 0
-    dead: int = 0
-    detail: str = ""
-    duration_ms: float = 0.0
-    # For metrics, not the run's summary (``as_dict`` leaves them out):
-    batch_sizes: list[int] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)  # of each accepted call
-    rate_limited_calls: int = 0
-    daily_quota_calls: int = 0  # rate limits that were the app's daily quota
-    session_alerts: int = 0  # session refused by the platform, or no session key configured
-
-    def as_dict(self) -> dict[str, Any]:
-        """The run's summary, as the function returns and logs it."""
-        return {
-            "kind": self.kind,
-            "status": self.status.value,
-            "calls": self.calls,
-            "sent": self.sent,
-            "synced": self.synced,
-            "retried": self.retried,
-            "dead": self.dead,
-            "detail": self.detail,
-            "duration_ms": self.duration_ms,
-        }
-
-    def metric_values(self) -> list[tuple[str, str, float]]:
-        """``(name, unit, value)`` of every metric this run should emit, units as CloudWatch names them."""
-        values: list[tuple[str, str, float]] = [("BatchSize", "Count", size) for size in self.batch_sizes]
-        values += [("PlatformLatency", "Milliseconds", latency) for latency in self.latencies_ms]
-        values += [("TopRateLimited", "Count", 1)] * self.rate_limited_calls
-        values += [("TopDailyQuotaExceeded", "Count", 1)] * self.daily_quota_calls
-        values += [("TopSessionExpired", "Count", 1)] * self.session_alerts
-        values += [
-            ("RecordsSent", "Count", self.sent),
-            ("RecordsSynced", "Count", self.synced),
-            ("RecordsRetried", "Count", self.retried),
-            ("RecordsDead", "Count", self.dead),
-            ("TopCalls", "Count", self.calls),
-        ]
-        return values
+DAILY_QUOTA_PROBE_S = 3600.0  # a daily-quota ban is stored for at most this long, then one call probes it
 
 
 class _StopRun(Exception):
@@ -155,6 +91,7 @@ class SyncRunner:
     clock: Clock = system_clock
     monotonic: Callable[[], float] = time.monotonic
     rand: Callable[[], float] = random.random
+    sleep: Callable[[float], None] = time.sleep
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -181,12 +118,22 @@ class SyncRunner:
             try:
                 self._drain(report, deadline)
             finally:
-                self.control.release_lease(self.kind.value, owner)
+                self._release(owner)
         except _StopRun as stop:
             report.status, report.detail = stop.status, stop.detail
+        except StorageError as exc:  # reading bans, pauses, the lease or due records: nothing was sent after it
+            logger.error("sync run stopped: storage failed", extra={"kind": self.kind, "error": str(exc)})
+            report.status, report.detail = RunStatus.STORAGE_FAILED, str(exc)[:500]
         report.duration_ms = round((self.monotonic() - started) * 1000, 1)
         logger.info("sync run finished", extra={"report": report.as_dict()})
         return report
+
+    def _release(self, owner: str) -> None:
+        # A lease that cannot be released expires by itself; its failure must not hide why the run ended.
+        try:
+            self.control.release_lease(self.kind.value, owner)
+        except StorageError as exc:
+            logger.warning("lease not released; it expires by itself", extra={"kind": self.kind, "error": str(exc)})
 
     def _time_left(self, deadline: float) -> float:
         return deadline - self.monotonic()
@@ -214,7 +161,7 @@ class SyncRunner:
                 try:
                     self._send_batch(records[start : start + spec.max_batch], report, deadline, settled)
                 finally:  # also when the run stops mid-isolation: what was decided is kept
-                    self._settle(settled, report)
+                    self._settle(settled, report, deadline)
 
     # ------------------------------------------------------------------------------------------ sending
     def _send_batch(
@@ -238,10 +185,23 @@ class SyncRunner:
         except TopPermanentError as exc:
             self._isolate(records, _describe(exc), report, deadline, settled)
             return
-        except (TopTransportError, TopError) as exc:  # transient, after the client's own retries
-            settled.extend(self._retry_or_dead(r, _describe(exc)) for r in records)
+        except UnreadableAnswer as exc:
+            logger.warning("TOP answer unreadable: records unconfirmed", extra={"records": len(records)})
+            settled.extend(Unconfirmed(r, f"answer unreadable: {_describe(exc)}", exc.answer) for r in records)
             return
-        verdict = self.spec.verdict(body)
+        except (TopTransportError, TopError) as exc:  # transient, after the client's own retries
+            unknown = isinstance(exc, UnknownOutcome)
+            settled.extend(self._retry_or_give_up(r, _describe(exc), unknown) for r in records)
+            return
+        try:
+            verdict = self.spec.verdict(body)
+        except Exception as exc:  # a verdict must never stop a run: the call was applied, whatever it says
+            logger.exception("verdict failed on an accepted answer")
+            verdict = Verdict(unreadable=f"verdict failed: {type(exc).__name__}")
+        if verdict.unreadable:
+            logger.warning("TOP answer not understood: records unconfirmed", extra={"reason": verdict.unreadable})
+            settled.extend(Unconfirmed(r, f"answer not understood: {verdict.unreadable}", body) for r in records)
+            return
         if verdict.refusal:
             self._isolate(records, verdict.refusal, report, deadline, settled)
             return
@@ -263,8 +223,10 @@ class SyncRunner:
         self._send_batch(records[middle:], report, deadline, settled)
 
     def _send_singles(self, records: list[OutboxRecord], report: RunReport, deadline: float) -> None:
-        """One record per call (external orders), a bounded number in flight, settled together."""
+        """One record per call (external orders), a bounded number in flight, settled together. A failure of
+        one call never cancels the others: what was decided is settled before the run stops."""
         stops: list[_StopRun] = []
+        failures: list[Exception] = []
 
         def one(record: OutboxRecord) -> list[Settlement]:
             settled: list[Settlement] = []
@@ -274,13 +236,18 @@ class SyncRunner:
                 self._send_batch([record], report, deadline, settled)
             except _StopRun as stop:
                 stops.append(stop)
+            except Exception as exc:  # e.g. storing a ban failed: this record stays due, the others go on
+                logger.exception("external order not settled", extra={"record_id": record.record_id})
+                failures.append(exc)
             return settled
 
         with ThreadPoolExecutor(max_workers=self.config.external_concurrency) as pool:
             settlements = [s for batch in pool.map(one, records) for s in batch]
-        self._settle(settlements, report)
+        self._settle(settlements, report, deadline)
         if stops:
             raise stops[0]
+        if failures:
+            raise failures[0]
 
     def _call(
         self, records: list[OutboxRecord], params: dict[str, str], report: RunReport, deadline: float
@@ -291,18 +258,30 @@ class SyncRunner:
             report.calls += 1
             report.sent += len(records)
             report.batch_sizes.append(len(records))
+        # A batch whose last send timed out gets longer to answer (the client's own timeout otherwise): a slow
+        # platform then makes progress instead of applying the same records again and again.
+        unknowns = max(r.unknown_outcomes for r in records)
+        timeout = min(self.config.call_timeout_cap_s, self.config.call_timeout_s * 2**unknowns) if unknowns else None
         try:
             response = self.client.call(
-                spec.method, params, session=session, deadline=deadline - self.config.deadline_margin_s / 2
+                spec.method,
+                params,
+                session=session,
+                deadline=deadline - self.config.settle_reserve_s,
+                start_by=deadline - self.config.deadline_margin_s,
+                retry_unknown=spec.api.idempotent,
+                timeout_s=timeout,
             )
         except TopRateLimited as exc:
             scope = APP_BAN_SCOPE if exc.daily_quota else self.kind.value
-            until = self._now_ms() + int(exc.retry_after_s * 1000)
+            # The daily quota would end at midnight (UTC+8); probing hourly finds a quota raised meanwhile.
+            wait_s = min(exc.retry_after_s, DAILY_QUOTA_PROBE_S) if exc.daily_quota else exc.retry_after_s
+            until = self._now_ms() + int(wait_s * 1000)
             self.control.set_ban(scope, until_ms=until, reason=_describe(exc))
             with self._lock:
                 report.rate_limited_calls += 1
                 report.daily_quota_calls += 1 if exc.daily_quota else 0
-            detail = f"banned for {exc.retry_after_s:g} s ({scope}): {_describe(exc)}"
+            detail = f"banned for {wait_s:g} s ({scope}): {_describe(exc)}"
             raise _StopRun(RunStatus.RATE_LIMITED, detail) from exc
         except TopSessionExpired as exc:
             self.control.set_pause(
@@ -316,24 +295,50 @@ class SyncRunner:
             report.latencies_ms.append(response.latency_ms)
         return response.body
 
-    def _retry_or_dead(self, record: OutboxRecord, error: str) -> Settlement:
+    def _retry_or_give_up(self, record: OutboxRecord, error: str, unknown: bool) -> Settlement:
+        """Due again later with backoff; after ``max_attempts``, dead, or unconfirmed when a send of it may have
+        been applied (``unknown`` now, or earlier)."""
         attempts = record.attempts + 1
         if attempts >= self.config.max_attempts:
+            unknowns = record.unknown_outcomes + (1 if unknown else 0)
+            if unknowns:
+                reason = f"gave up after {attempts} attempts, {unknowns} with unknown outcome; last error: {error}"
+                return Unconfirmed(record, reason, None, unknown_outcome=unknown)
             return Dead(record, f"gave up after {attempts} attempts; last error: {error}")
         backoff = min(self.config.retry_cap_s, self.config.retry_base_s * 2**record.attempts)
         delay = backoff / 2 + self.rand() * backoff / 2
-        return Retry(record, error, self._now_ms() + int(delay * 1000))
+        return Retry(record, error, self._now_ms() + int(delay * 1000), unknown_outcome=unknown)
 
     # ------------------------------------------------------------------------------------------ settling
-    def _settle(self, settlements: Sequence[Settlement], report: RunReport) -> None:
+    def _settle(self, settlements: Sequence[Settlement], report: RunReport, deadline: float) -> None:
+        """Write the settlements, retrying with backoff while the Lambda has time; repeating a settle is
+        harmless. If it still fails, stop the run saying so: these records stay due (and are sent again)."""
         if not settlements:
             return
-        self.outbox.settle(settlements)
+        failures = 0
+        while True:
+            try:
+                self.outbox.settle(settlements)
+                break
+            except StorageError as exc:
+                failures += 1
+                delay = min(2.0, 0.1 * 2 ** (failures - 1)) * (0.5 + self.rand() / 2)
+                if self._time_left(deadline) - delay < 1.0:
+                    logger.error("settling failed", extra={"records": len(settlements), "error": str(exc)})
+                    raise _StopRun(
+                        RunStatus.STORAGE_FAILED,
+                        f"settling {len(settlements)} records failed after {failures} tries: {str(exc)[:300]}; "
+                        "they stay due and will be sent again",
+                    ) from exc
+                logger.warning("settling failed; retrying", extra={"try": failures, "error": str(exc)})
+                self.sleep(delay)
         for settlement in settlements:
             if isinstance(settlement, Synced):
                 report.synced += 1
             elif isinstance(settlement, Retry):
                 report.retried += 1
+            elif isinstance(settlement, Unconfirmed):
+                report.unconfirmed += 1
             else:
                 report.dead += 1
 

@@ -9,7 +9,9 @@ from ..kinds import Kind
 from ..outbox import OutboxStore, RunControl
 from ..settings import Settings, load_settings
 from ..top_client import TopClient
-from .runner import RunReport, SyncConfig, SyncRunner
+from .config import SyncConfig
+from .report import RunReport
+from .runner import SyncRunner
 
 __all__ = ["build_runner", "run_scheduled"]
 
