@@ -279,6 +279,7 @@ def _accepted_item(record: tuple[str, dict[str, Any]], due_at: int = 17723376000
             "accepted_at": "2026-03-01T04:00:00.000Z",
             "due_kind": "writeoff",
             "due_at": due_at,
+            "accept_id": "0123456789abcdef",  # 16 characters, like the store's
         }
     )
 
@@ -690,7 +691,21 @@ def test_a_failure_part_way_says_exactly_which_records_are_stored(store: OutboxS
     assert [r.status for r in again].count("duplicate") == 100 and again[200].status == "conflict"
 
 
-def test_a_write_applied_before_a_timeout_is_reported_stored(store: OutboxStore, client: Any) -> None:
+def test_a_timeout_after_the_write_is_retried_and_the_write_recognised_as_ours(
+    store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
+    faults = Faults(client)
+    faults.after["TransactWriteItems"] = {1}  # applied, then the answer is lost; the retry meets our own items
+    records = writeoffs(3)
+    assert [r.status for r in store.accept(Kind.WRITEOFF, records)] == ["accepted"] * 3
+    assert [r.status for r in store.accept(Kind.WRITEOFF, records)] == ["duplicate"] * 3, "a later call's are not"
+
+
+def test_a_write_applied_before_a_timeout_is_reported_stored(
+    store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
     faults = Faults(client)
     faults.after["TransactWriteItems"] = {1, 2, 3, 4, 5, 6}  # applied, but the answer never arrives
     records = writeoffs(3)
@@ -709,9 +724,12 @@ def test_a_refused_write_that_cannot_be_checked_is_not_stored(store: OutboxStore
     assert [r.status for r in raised.value.results] == ["not_stored", "not_stored"]
 
 
-def test_a_write_that_cannot_be_checked_is_reported_unknown(store: OutboxStore, client: Any) -> None:
+def test_a_write_that_cannot_be_checked_is_reported_unknown(
+    store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
     faults = Faults(client)
-    faults.after["TransactWriteItems"] = {1}
+    faults.after["TransactWriteItems"] = {1, 2, 3, 4, 5}  # every round times out after being sent
     faults.before["BatchGetItem"] = {1}
     with pytest.raises(AcceptIncomplete) as raised:
         store.accept(Kind.WRITEOFF, writeoffs(2) + writeoffs(1))

@@ -36,8 +36,10 @@ __all__ = [
     "dynamodb_client",
     "error_code",
     "from_item",
+    "is_retryable",
     "is_transaction_conflict",
     "item_size",
+    "maybe_applied",
     "storage_errors",
     "to_item",
     "truncate_utf8",
@@ -178,6 +180,23 @@ def describe_error(exc: ClientError) -> str:
     """``Code: Message`` of a boto ClientError, for messages that name what failed."""
     error = exc.response.get("Error", {})
     return f"{error.get('Code', 'unknown')}: {error.get('Message', '')}".strip()
+
+
+def is_retryable(exc: ClientError) -> bool:
+    """Whether trying again may succeed: throttling, conflicts, and any 5xx (DynamoDB's own failure, whatever
+    its body says; a local server may answer one without a code)."""
+    return error_code(exc) in RETRYABLE_CODES or _http_status(exc) >= 500
+
+
+def maybe_applied(exc: ClientError) -> bool:
+    """Whether a write answered with this error may still have taken effect: only a 5xx leaves it open; any
+    other error answer means DynamoDB refused the request."""
+    return error_code(exc) in ("InternalServerError", "ServiceUnavailable") or _http_status(exc) >= 500
+
+
+def _http_status(exc: ClientError) -> int:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status if isinstance(status, int) else 0
 
 
 def is_transaction_conflict(exc: ClientError) -> bool:

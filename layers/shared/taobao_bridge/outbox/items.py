@@ -23,8 +23,10 @@ def pk(kind: Kind, record_id: str) -> str:
     return f"{kind.value}#{record_id}"
 
 
-def new_item(kind: Kind, record_id: str, payload: Mapping[str, Any], sha: str, now: datetime) -> dict[str, Any]:
-    """A record as accepted: due now."""
+def new_item(
+    kind: Kind, record_id: str, payload: Mapping[str, Any], sha: str, now: datetime, accept_id: str
+) -> dict[str, Any]:
+    """A record as accepted: due now. ``accept_id`` names the accept call that wrote it (until it is settled)."""
     return to_item(
         {
             "pk": pk(kind, record_id),
@@ -37,6 +39,7 @@ def new_item(kind: Kind, record_id: str, payload: Mapping[str, Any], sha: str, n
             "accepted_at": iso(now),
             "due_kind": kind.value,
             "due_at": int(now.timestamp() * 1000),
+            "accept_id": accept_id,
         }
     )
 

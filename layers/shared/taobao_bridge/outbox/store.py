@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,6 @@ from ..dynamo import (
     MAX_QUERY_LIMIT,
     MAX_TRANSACT_BYTES,
     MAX_TRANSACT_ITEMS,
-    RETRYABLE_CODES,
     RETRYABLE_REASONS,
     backoff,
     chunks,
@@ -42,7 +42,9 @@ from ..dynamo import (
     dynamodb_client,
     error_code,
     from_item,
+    is_retryable,
     item_size,
+    maybe_applied,
     storage_errors,
     to_item,
 )
@@ -64,7 +66,6 @@ from .records import (
 __all__ = ["DUE_INDEX", "OutboxStore"]
 
 DUE_INDEX = "due-index"
-_MAYBE_APPLIED_CODES = frozenset({"InternalServerError", "ServiceUnavailable"})
 _NEVER_SENT = (EndpointConnectionError, ConnectTimeoutError)
 _CONFLICT_RETRIES = 4  # TransactionConflict: another writer touched one of the keys at the same moment
 _UNPROCESSED_RETRIES = 8  # rounds of UnprocessedItems / UnprocessedKeys before giving up
@@ -121,6 +122,7 @@ class OutboxStore:
         records are stored; safe to retry: records already stored answer ``duplicate`` the next time).
         """
         now = self.clock()
+        accept_id = uuid.uuid4().hex[:16]  # marks this call's writes: a retry that meets one knows it is its own
         first_seen: dict[str, int] = {}
         repeats: list[tuple[int, str, str]] = []  # (index, record_id, sha) of keys seen earlier in this call
         new_items: list[_NewItem] = []
@@ -132,7 +134,7 @@ class OutboxStore:
                 repeats.append((index, record_id, sha))
                 continue
             first_seen[record_id] = index
-            item = new_item(kind, record_id, payload, sha, now)
+            item = new_item(kind, record_id, payload, sha, now, accept_id)
             size = item_size(item)
             if size > MAX_ACCEPT_ITEM_BYTES:
                 raise RecordTooLarge(record_id, size)
@@ -226,20 +228,23 @@ class OutboxStore:
                         continue  # progress: no backoff
                     retryable = any(reason.get("Code") in RETRYABLE_REASONS for reason in reasons)
                 else:
-                    retryable = code in RETRYABLE_CODES
+                    retryable = is_retryable(exc)
                 failures += 1
                 if not retryable or failures > _CONFLICT_RETRIES:
                     # An error answer means the transaction did not commit, unless DynamoDB itself failed (5xx).
                     raise StorageError(
                         f"accepting records (TransactWriteItems) failed: {describe_error(exc)}",
-                        maybe_applied=code in _MAYBE_APPLIED_CODES,
+                        maybe_applied=maybe_applied(exc),
                     ) from exc
                 time.sleep(0.05 * failures + random.uniform(0, 0.05))
-            except BotoCoreError as exc:
-                raise StorageError(
-                    f"accepting records (TransactWriteItems) failed: {exc}",
-                    maybe_applied=not isinstance(exc, _NEVER_SENT),
-                ) from exc
+            except BotoCoreError as exc:  # a timeout or a lost connection: the next round meets what was applied
+                failures += 1
+                if failures > _CONFLICT_RETRIES:
+                    raise StorageError(
+                        f"accepting records (TransactWriteItems) failed: {exc}",
+                        maybe_applied=not isinstance(exc, _NEVER_SENT),
+                    ) from exc
+                time.sleep(0.05 * failures + random.uniform(0, 0.05))
             else:
                 for new in remaining:
                     outcome[new.record_id] = (AcceptStatus.ACCEPTED, new.sha, RecordState.DUE)
@@ -258,6 +263,9 @@ class OutboxStore:
             stored = from_item(old)
             stored_sha = str(stored.get("payload_sha256", ""))
             status = AcceptStatus.DUPLICATE if stored_sha == new.sha else AcceptStatus.CONFLICT
+            if status is AcceptStatus.DUPLICATE and stored.get("accept_id") == new.item["accept_id"]["S"]:
+                # Our own write, applied by an attempt whose answer was lost (a timeout or a 5xx before a retry).
+                status = AcceptStatus.ACCEPTED
             state = stored.get("state")
             existing[new.record_id] = (status, stored_sha, RecordState(state) if state else None)
         return existing
