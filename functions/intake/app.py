@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from taobao_bridge.apigw import raw_body
 from taobao_bridge.errors import StorageError
 from taobao_bridge.intake import (
     Intake,
@@ -49,6 +50,13 @@ def _rejected(status: int, body: dict[str, Any]) -> Response:
     return _json(status, body)
 
 
+def _body() -> bytes:
+    try:
+        return raw_body(app.current_event.raw_event)
+    except ValueError as exc:
+        raise MalformedBody(str(exc)) from None
+
+
 def _intake() -> Intake:
     # Cheap: settings and the store are built per request; the DynamoDB client is shared by the container.
     return Intake(OutboxStore.from_settings(load_settings()))
@@ -58,7 +66,7 @@ def _intake() -> Intake:
 @tracer.capture_method
 def submit(segment: str) -> Response:
     spec = spec_for_path(segment)
-    results = _intake().submit(spec.kind, parse_body(app.current_event.decoded_body))
+    results = _intake().submit(spec.kind, parse_body(_body()))
     for status, name in _METRIC_NAMES.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=sum(r.status == status for r in results))
     logger.info("records submitted", extra={"kind": spec.kind.value, "count": len(results)})

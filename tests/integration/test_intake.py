@@ -41,7 +41,7 @@ def writeoff(order_id: int, **changes: Any) -> dict[str, Any]:
 
 
 def writeoff_id(order_id: int) -> str:
-    return f"{order_id}-111223-B1"
+    return f"{order_id}-111223-bB1"
 
 
 def risk(sub_order_id: int, **changes: Any) -> dict[str, Any]:
@@ -336,3 +336,41 @@ def test_cli_exits_1_when_anything_is_not_stored(stack: Any, tmp_path: Any, caps
     (tmp_path / "broken.jsonl").write_text('{"a": 1}\n{"a":\n', encoding="utf-8")
     assert cli(["intake", "writeoffs", str(tmp_path / "broken.jsonl"), "--url", stack.url]) == 1
     assert "broken.jsonl:2" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"[" * 10_000 + b"]" * 10_000, "nested deeper than 32"),
+        (b'{"biz_type": 2, "user_name": "\\ud800"}', "lone surrogate"),
+        ('{"biz_type": 2}'.encode("utf-16"), "not UTF-8"),
+        ('{"biz_type": 2}'.encode("utf-32"), "not UTF-8"),
+        (b"\xef\xbb\xbf{}", "byte order mark"),
+        (b'{"biz_type": 2, "biz_type": 3}', "duplicate JSON key"),
+    ],
+    ids=["deep", "surrogate", "utf-16", "utf-32", "bom", "duplicate"],
+)
+def test_bodies_that_can_never_succeed_are_400_naming_the_problem(stack: Any, body: bytes, words: str) -> None:
+    response = post(stack, "writeoffs", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_json" and words in response.json()["message"]
+
+
+@pytest.mark.parametrize("verify_time", ["0001-01-01 00:00:00", "1969-12-31 23:59:59", "10000-01-01 00:00:00"])
+def test_a_writeoff_time_outside_the_platforms_years_is_refused(stack: Any, verify_time: str) -> None:
+    response = post(stack, "writeoffs", writeoff(order_ids(), verify_time=verify_time))
+    assert response.status_code == 400, response.text
+    (problem,) = response.json()["problems"]
+    assert problem["field"] == "verify_time"
+
+
+def test_a_batch_number_never_collides_with_a_batchless_writeoff(stack: Any) -> None:
+    order_id = order_ids()
+    batchless = writeoff(order_id, verify_time="2026-11-23 10:00:00")
+    del batchless["verify_batch_no"]
+    lookalike = writeoff(order_id, verify_batch_no="t20261123100000", verify_time="2026-11-24 10:00:00")
+    response = post(stack, "writeoffs", [batchless, lookalike])
+    assert response.status_code == 202, response.text
+    ids = [r["id"] for r in response.json()["records"]]
+    assert ids == [f"{order_id}-111223-t20261123100000", f"{order_id}-111223-bt20261123100000"]

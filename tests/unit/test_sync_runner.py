@@ -150,7 +150,7 @@ def test_the_batch_sent_is_the_stored_payloads_in_due_order() -> None:
     world.run()
     (call,) = world.platform.calls
     assert [r["service_detail_id"] for r in call.records] == [100001, 100002]
-    assert call.records[0] == world.outbox.get(Kind.WRITEOFF, "4000000000000000001-100001-B1").payload
+    assert call.records[0] == world.outbox.get(Kind.WRITEOFF, "4000000000000000001-100001-bB1").payload
 
 
 # ------------------------------------------------------------------------------------------------ isolation

@@ -3,10 +3,7 @@ from settings."""
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Mapping
-from typing import Any
-
+from .apigw import raw_body
 from .clock import Clock, system_clock
 from .fulfillment_service import FulfillmentCreate
 from .fulfillment_store import FulfillmentStore
@@ -35,11 +32,3 @@ def build_qimen_dispatcher(settings: Settings | None = None, clock: Clock = syst
     )
     dispatcher.register(FULFILLMENT_CREATE, FulfillmentCreateRequest, FulfillmentCreate(store, clock))
     return dispatcher
-
-
-def raw_body(event: Mapping[str, Any]) -> bytes:
-    """The body bytes exactly as the caller sent them (API Gateway base64-encodes non-text bodies)."""
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return base64.b64decode(body)
-    return body.encode("utf-8")

@@ -26,7 +26,9 @@ def format_platform_time(moment: datetime) -> str:
     """``moment`` (aware) as platform text; naive datetimes are refused rather than guessed."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: give a timezone-aware value")
-    return moment.astimezone(PLATFORM_TZ).strftime(TIMESTAMP_FORMAT)
+    local = moment.astimezone(PLATFORM_TZ)
+    # Not strftime: %Y does not pad years below 1000 on every platform ("1-01-01"), and the format has 4 digits.
+    return f"{local.year:04d}-{local.month:02d}-{local.day:02d} {local.hour:02d}:{local.minute:02d}:{local.second:02d}"
 
 
 def parse_platform_time(text: str) -> datetime:

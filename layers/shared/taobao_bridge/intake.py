@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import BridgeError
-from .jsonutil import DuplicateKeyError, loads_strict
+from .jsonutil import JSONRefused, loads_strict
 from .kinds import KINDS, Kind, KindSpec, kind_for_path
 from .models.common import field_path
 from .outbox import AcceptResult, AcceptStatus, OutboxRecord, OutboxStore, RecordState
@@ -100,14 +100,15 @@ def spec_for_path(segment: str) -> KindSpec:
 
 
 def parse_body(body: str | bytes | None) -> Any:
-    """The request body as JSON, refusing duplicate keys (a parser would silently keep one value)."""
+    """The request body as JSON (UTF-8), refusing duplicate keys (a parser would silently keep one value), deep
+    nesting and lone surrogates (``jsonutil.loads_strict``)."""
     if not body:
         raise MalformedBody("the body is empty: send one record (a JSON object) or a list of records")
     try:
         return loads_strict(body)
-    except DuplicateKeyError as exc:
+    except JSONRefused as exc:
         raise MalformedBody(f"body: {exc}") from None
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:
         raise MalformedBody(f"body is not valid JSON: {exc}") from None
 
 

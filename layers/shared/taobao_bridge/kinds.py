@@ -29,9 +29,12 @@ def _compact_time(value: str | None) -> str:
 
 
 def _writeoff_id(p: dict[str, Any]) -> str:
-    # verify_batch_no is optional in the seed: a writeoff without one is identified by its verify_time.
-    batch = p.get("verify_batch_no") or f"t{_compact_time(p.get('verify_time'))}"
-    return f"{p['tb_biz_order_id']}-{p['service_detail_id']}-{batch}"
+    # verify_batch_no is optional in the seed: a writeoff without one is identified by its verify_time. The
+    # prefixes keep the two apart (a batch number "t20261123100000" must not be the batchless writeoff of
+    # 2026-11-23 10:00:00), and the two numbers before them are digits only, so the id reads back one way.
+    batch = str(p.get("verify_batch_no") or "").strip()
+    tail = f"b{batch}" if batch else f"t{_compact_time(p.get('verify_time'))}"
+    return f"{p['tb_biz_order_id']}-{p['service_detail_id']}-{tail}"
 
 
 def _risk_id(p: dict[str, Any]) -> str:

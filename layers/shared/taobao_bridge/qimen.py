@@ -37,7 +37,7 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ValidationError
 
 from .clock import Clock, parse_platform_time, system_clock
-from .jsonutil import DuplicateKeyError, loads_strict
+from .jsonutil import JSONRefused, loads_strict
 from .models.common import field_path
 from .privacy import mask_personal_data
 from .signing import qimen_canonical_text, verify_qimen_signature
@@ -302,9 +302,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     """The verified body as a JSON object, or ``QimenRejection(INVALID_JSON)`` saying what is wrong."""
     try:
         data = loads_strict(body)
-    except DuplicateKeyError as exc:
+    except JSONRefused as exc:  # not UTF-8, a repeated key, too deep, a lone surrogate
         raise QimenRejection(QimenAnswerCode.INVALID_JSON, f"body: {exc}", QimenOutcome.INVALID) from None
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:
         raise QimenRejection(
             QimenAnswerCode.INVALID_JSON, f"body is not valid JSON: {exc}", QimenOutcome.INVALID
         ) from None

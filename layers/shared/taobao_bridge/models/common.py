@@ -27,6 +27,8 @@ from ..clock import PLATFORM_TZ, format_platform_time, parse_platform_time
 
 __all__ = [
     "INT64_MAX",
+    "MAX_YEAR",
+    "MIN_YEAR",
     "InboundModel",
     "Int64",
     "OutboundModel",
@@ -42,19 +44,28 @@ INT64_MAX = 2**63 - 1
 # strptime alone would also take "2020-1-1 1:2:3" or surrounding blanks: the platform format is zero-padded.
 _PLATFORM_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _PLATFORM_TIME_FORMAT = "'yyyy-MM-dd HH:mm:ss' (UTC+8)"
+MIN_YEAR = 1970  # the platform's Date is a Java Date counted from the epoch; earlier is a typo, not a writeoff
+MAX_YEAR = 9999
 
 
 def _platform_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime: give a timezone-aware datetime or text {_PLATFORM_TIME_FORMAT}")
-        # The platform has whole seconds: keep in the model exactly what will be sent.
-        return value.astimezone(PLATFORM_TZ).replace(microsecond=0)
-    if isinstance(value, str):
+        try:
+            # The platform has whole seconds: keep in the model exactly what will be sent.
+            moment = value.astimezone(PLATFORM_TZ).replace(microsecond=0)
+        except OverflowError:
+            raise ValueError(f"year must be {MIN_YEAR} to {MAX_YEAR} in UTC+8") from None
+    elif isinstance(value, str):
         if _PLATFORM_TIME_RE.fullmatch(value) is None:
-            raise ValueError(f"expected {_PLATFORM_TIME_FORMAT}, got {value!r}")
-        return parse_platform_time(value)  # also refuses impossible dates such as 2021-02-30
-    raise ValueError(f"expected {_PLATFORM_TIME_FORMAT} or an aware datetime, got {type(value).__name__}")
+            raise ValueError(f"expected {_PLATFORM_TIME_FORMAT}, got {value[:40]!r}")
+        moment = parse_platform_time(value)  # also refuses impossible dates such as 2021-02-30
+    else:
+        raise ValueError(f"expected {_PLATFORM_TIME_FORMAT} or an aware datetime, got {type(value).__name__}")
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise ValueError(f"year must be {MIN_YEAR} to {MAX_YEAR}, got {moment.year}")
+    return moment
 
 
 PlatformDateTime = Annotated[
