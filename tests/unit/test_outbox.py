@@ -617,7 +617,7 @@ def test_public_view_shows_the_state_but_never_the_payload(store: OutboxStore, c
     settled = store.get(Kind.EXTERNAL_ORDER, "EO-9")
     assert settled is not None
     shown = public_view(settled)
-    assert shown["platform_order_id"] == 12 and shown["state"] == "synced" and "next_attempt_at" not in shown
+    assert shown["platform_order_id"] == "12" and shown["state"] == "synced" and "next_attempt_at" not in shown
     assert "payload" not in shown and "130" not in json.dumps(shown)
 
 

@@ -217,7 +217,9 @@ def public_view(record: OutboxRecord) -> dict[str, Any]:
         "dead_reason": record.dead_reason,
     }
     if record.kind is Kind.EXTERNAL_ORDER:
-        public["platform_order_id"] = record.platform_order_id
+        # Text: a 19-digit id is beyond what a JavaScript number holds exactly.
+        order_id = record.platform_order_id
+        public["platform_order_id"] = None if order_id is None else str(order_id)
     if record.state is RecordState.DUE and record.due_at is not None:
         moment = datetime.fromtimestamp(record.due_at / 1000, UTC)
         public["next_attempt_at"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

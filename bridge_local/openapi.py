@@ -1,0 +1,191 @@
+"""The OpenAPI 3.1 description of the HTTP API, built from the same pydantic models the functions validate
+with, so the document and the code cannot drift. The local stack serves it at ``GET /openapi.json``;
+``python -m bridge_local.openapi > openapi.json`` prints it.
+
+Powertools can generate a description from typed routes, but the intake and Qimen routes read their raw bodies
+(the Qimen signature covers the exact bytes; intake takes one record or a list), so the bodies are described
+here from the models and the answers from the shapes the handlers build (README "Intake", "The Qimen callback").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from taobao_bridge.intake import MAX_RECORDS_PER_REQUEST
+from taobao_bridge.kinds import KINDS
+from taobao_bridge.models.fulfillment import METHOD as QIMEN_METHOD
+from taobao_bridge.models.fulfillment import FulfillmentCreateRequest
+from taobao_bridge.outbox import AcceptStatus, RecordState
+
+__all__ = ["INTAKE_ERRORS", "QIMEN_CODES", "build"]
+
+# Every ``error`` an intake answer can carry, by HTTP status.
+INTAKE_ERRORS: dict[int, list[str]] = {
+    400: ["invalid_records", "invalid_json"],
+    404: ["not_found"],
+    409: ["conflict"],
+    413: ["too_many_records", "record_too_large"],
+    503: ["storage_unavailable"],
+}
+# Every ``biz_error_code`` of a Qimen answer (qimen.QimenAnswerCode plus the exact sign-failure answer).
+QIMEN_CODES = [
+    "sign-check-failure",
+    "INVALID_TIMESTAMP",
+    "UNKNOWN_METHOD",
+    "BODY_TOO_LARGE",
+    "INVALID_JSON",
+    "INVALID_PARAMETER",
+    "ORDER_CONFLICT",
+    "NO_INVENTORY",
+    "SYSTEM_ERROR",
+]
+
+
+def build() -> dict[str, Any]:
+    """The OpenAPI document (a JSON-able dict)."""
+    models = [(spec.dto, "validation") for spec in KINDS.values()] + [(FulfillmentCreateRequest, "validation")]
+    names, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    schemas.update(_answer_schemas())
+    paths: dict[str, Any] = {"/qimen": _qimen_path(names[(FulfillmentCreateRequest, "validation")]["$ref"])}
+    for spec in KINDS.values():
+        record = names[(spec.dto, "validation")]["$ref"]
+        paths[f"/v1/{spec.path}"] = _submit_path(spec.path, record)
+        paths[f"/v1/{spec.path}/{{id}}"] = _show_path(spec.path)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "taobao-bridge HTTP API",
+            "version": "1",
+            "description": "Intake of merchant records (IAM-signed in AWS) and the Qimen callback.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"sigv4": {"type": "apiKey", "name": "Authorization", "in": "header"}},
+        },
+    }
+
+
+def _json(schema_ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": schema_ref}}}}
+
+
+def _error(status: int) -> dict[str, Any]:
+    return _json(f"#/components/schemas/Error{status}", f"error: {', '.join(INTAKE_ERRORS[status])}")
+
+
+def _submit_path(path: str, record_ref: str) -> dict[str, Any]:
+    body = {
+        "oneOf": [
+            {"$ref": record_ref},
+            {"type": "array", "items": {"$ref": record_ref}, "minItems": 1, "maxItems": MAX_RECORDS_PER_REQUEST},
+        ]
+    }
+    return {
+        "post": {
+            "operationId": f"submit_{path.replace('-', '_')}",
+            "security": [{"sigv4": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "202": _json("#/components/schemas/Accepted", "every record is stored"),
+                **{str(status): _error(status) for status in (400, 404, 409, 413, 503)},
+            },
+        }
+    }
+
+
+def _show_path(path: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": f"show_{path.replace('-', '_')}",
+            "security": [{"sigv4": []}],
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json("#/components/schemas/Record", "the record's sync state"), "404": _error(404)},
+        }
+    }
+
+
+def _qimen_path(request_ref: str) -> dict[str, Any]:
+    query = ["method", "app_key", "timestamp", "sign", "sign_method", "v", "format"]
+    return {
+        "post": {
+            "operationId": "qimen",
+            "description": f"Signed Qimen calls; `method` is {QIMEN_METHOD}. Always HTTP 200.",
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in ("method", "timestamp", "sign"),
+                    "schema": {"type": "string"},
+                }
+                for name in query
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": request_ref}}}},
+            "responses": {"200": _json("#/components/schemas/QimenAnswer", "the answer (success or a failure code)")},
+        }
+    }
+
+
+def _answer_schemas() -> dict[str, Any]:
+    statuses = [status.value for status in AcceptStatus]
+    states = [state.value for state in RecordState]
+    record_status = {
+        "type": "object",
+        "required": ["id", "status", "state"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": statuses},
+            "state": {"enum": [*states, None]},
+        },
+    }
+    schemas: dict[str, Any] = {
+        "Accepted": {
+            "type": "object",
+            "required": ["records"],
+            "properties": {"records": {"type": "array", "items": record_status}},
+        },
+        "Record": {
+            "type": "object",
+            "required": ["kind", "id", "state", "attempts"],
+            "properties": {
+                "kind": {"type": "string"},
+                "id": {"type": "string"},
+                "state": {"enum": states},
+                "attempts": {"type": "integer"},
+                "unknown_outcomes": {"type": "integer"},
+                "platform_order_id": {"type": ["string", "null"], "description": "text: a 19-digit id"},
+            },
+        },
+        "QimenAnswer": {
+            "type": "object",
+            "required": ["success"],
+            "properties": {
+                "success": {"type": ["boolean", "string"]},
+                "biz_result": {"enum": ["success", "fail"]},
+                "biz_error_code": {"enum": QIMEN_CODES},
+                "biz_error_msg": {"type": "string"},
+                "partner_order_id": {"type": "string"},
+            },
+        },
+    }
+    for status, errors in INTAKE_ERRORS.items():
+        schemas[f"Error{status}"] = {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {"enum": errors},
+                "message": {"type": "string"},
+                "records": {"type": "array", "items": record_status},
+            },
+        }
+    return schemas
+
+
+if __name__ == "__main__":
+    json.dump(build(), sys.stdout, ensure_ascii=False, indent=2)
+    print()
