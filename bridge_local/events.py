@@ -139,12 +139,12 @@ def build_events(*, timestamp: str = FIXED_TIMESTAMP, secret: str = LOCAL_QIMEN_
         ),
         "intake_get_record.json": intake_event(
             "GET",
-            "/v1/writeoffs/353454543-111223-54fdfds343",
+            "/v1/writeoffs/353454543-111223-b54fdfds343",
             "GET /v1/{kind}/{id}",
             None,
             moment=moment,
             name="intake_get_record",
-            path_parameters={"kind": "writeoffs", "id": "353454543-111223-54fdfds343"},
+            path_parameters={"kind": "writeoffs", "id": "353454543-111223-b54fdfds343"},
         ),
         "sync_scheduled.json": scheduled_event(moment),
     }

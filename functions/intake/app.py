@@ -30,7 +30,7 @@ from taobao_bridge.settings import load_settings, metrics_namespace
 
 logger = Logger()
 metrics = Metrics(namespace=metrics_namespace())
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore"])  # only what this function calls: patching all imports them all
 app = APIGatewayHttpResolver()
 
 CONTENT_TYPE = "application/json;charset=utf-8"

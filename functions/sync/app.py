@@ -19,7 +19,7 @@ from taobao_bridge.sync import run_scheduled
 
 logger = Logger()
 metrics = Metrics(namespace=metrics_namespace())
-tracer = Tracer()
+tracer = Tracer(patch_modules=["botocore", "httpx"])  # only what this function calls: patching all imports them all
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 

@@ -35,7 +35,7 @@ EXPECTED = {
     "intake_writeoffs.json": (202, {}),
     "intake_risk_records.json": (202, {}),
     "intake_external_orders.json": (202, {}),
-    "intake_get_record.json": (200, {"kind": "writeoff", "id": "353454543-111223-54fdfds343"}),
+    "intake_get_record.json": (200, {"kind": "writeoff", "id": "353454543-111223-b54fdfds343"}),
 }
 
 

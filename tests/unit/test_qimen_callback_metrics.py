@@ -46,11 +46,13 @@ def test_every_outcome_has_exactly_its_metrics(handler_module: ModuleType) -> No
         QimenOutcome.SIGNATURE_REJECTED: ("QimenSignatureRejected",),
         QimenOutcome.INVALID: ("QimenCallRejected",),
         QimenOutcome.REJECTED: ("QimenCallRejected",),
+        QimenOutcome.CONFIGURATION_FAILED: ("QimenConfigurationError", "QimenSystemError", "QimenCallRejected"),
+        QimenOutcome.UNEXPECTED_FAILURE: ("QimenUnexpectedError", "QimenSystemError", "QimenCallRejected"),
         fulfillment.CREATED: ("FulfillmentOrderCreated",),
         fulfillment.REPLAYED: ("FulfillmentOrderReplayed",),
         fulfillment.CONFLICT: ("FulfillmentOrderConflict", "QimenCallRejected"),
         fulfillment.NO_INVENTORY: ("FulfillmentNoInventory", "QimenCallRejected"),
-        fulfillment.STORAGE_FAILED: ("FulfillmentStorageFailed", "QimenCallRejected"),
+        fulfillment.STORAGE_FAILED: ("FulfillmentStorageFailed", "QimenSystemError", "QimenCallRejected"),
     }
     assert set(handler_module.METRICS) == set(QimenOutcome) | set(fulfillment)
 
@@ -141,11 +143,10 @@ def test_storage_failed(handler_module: ModuleType, store: MemoryStore, capsys: 
     store.broken = True
     answer, names = invoke(handler_module, capsys, event())
     assert answer["biz_error_code"] == "SYSTEM_ERROR"
-    assert names == ["FulfillmentStorageFailed", "QimenCallRejected"]
+    assert names == ["FulfillmentStorageFailed", "QimenSystemError", "QimenCallRejected"]
 
 
-@pytest.mark.filterwarnings("ignore:No application metrics to publish")
-def test_unexpected_failure_is_answered_and_counts_nothing(
+def test_unexpected_failure_is_answered_and_counted_as_a_system_error(
     handler_module: ModuleType, store: MemoryStore, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def explode(order: Any) -> Any:
@@ -159,4 +160,4 @@ def test_unexpected_failure_is_answered_and_counts_nothing(
         "biz_error_code": "SYSTEM_ERROR",
         "biz_error_msg": "internal error; retrying is safe",
     }
-    assert names == []
+    assert names == ["QimenUnexpectedError", "QimenSystemError", "QimenCallRejected"]

@@ -76,7 +76,10 @@ def send(d: QimenDispatcher, body: bytes) -> DispatchResult:
     ("body", "fragment"),
     [
         (b'{"order_no":"1","lines":[', "body is not valid JSON: "),
-        (b"\xff\xfe{}", "body is not valid JSON: "),
+        (b"\xff\xfe{}", "body: not valid UTF-8 (byte 0)"),
+        ("{}".encode("utf-16"), "body: not valid UTF-8 (byte 0)"),
+        (b'{"order_no":"\\ud800"}', "body: a string holds a lone surrogate"),
+        (b"[" * 10_000 + b"]" * 10_000, "body: JSON nested deeper than 32 levels"),
         (b"[1]", "body must be a JSON object"),
         (b'"text"', "body must be a JSON object"),
         (b'{"order_no":"1","lines":[],"order_no":"2"}', "body: duplicate JSON key 'order_no'"),
@@ -110,10 +113,19 @@ def test_body_that_fails_the_model_names_the_field_path(monkeypatch: pytest.Monk
     }
     assert result.outcome is QimenOutcome.INVALID
     assert calls == []
-    # The rejected payload is logged, with personal data erased.
+    # The rejected payload is logged by allow-list (none registered here: every value masked), with the field
+    # paths and rule types that failed, never the messages (they may quote the value).
     invalid = [extra for msg, extra in logged if msg == "Qimen call invalid"]
     assert invalid == [
-        {"method": METHOD, "payload": {"order_no": "1", "lines": [{"qty": 1}, {"qty": "x"}], "name": "*****"}}
+        {
+            "method": METHOD,
+            "problems": ["lines[1].qty: int_parsing"],
+            "payload": {
+                "order_no": "<1 chars>",
+                "lines": "<list, 2 items>",
+                "name": "<9 chars>",
+            },
+        }
     ]
 
 
@@ -156,14 +168,19 @@ class MemoryStore:
     """FulfillmentStore.create's rules in a dict: same number + same payload replays the stored answer, same
     number + other payload conflicts, a tracked item without enough capacity refuses, ``broken`` fails."""
 
-    def __init__(self, capacity: dict[tuple[str, str], int] | None = None, broken: bool = False) -> None:
+    def __init__(
+        self, capacity: dict[tuple[str, str], int] | None = None, broken: bool = False, maybe_applied: bool = False
+    ) -> None:
         self.orders: dict[str, NewOrder] = {}
         self.capacity = dict(capacity or {})
         self.broken = broken
+        self.maybe_applied = maybe_applied  # broken by a timeout after sending rather than a refusal
 
     def create(self, order: NewOrder) -> CreateOutcome:
         if self.broken:
-            raise StorageError("storing fulfillment order failed: ResourceNotFoundException")
+            raise StorageError(
+                "storing fulfillment order failed: ResourceNotFoundException", maybe_applied=self.maybe_applied
+            )
         first = self.orders.get(order.fulfillment_order_no)
         if first is not None:
             if first.payload_sha256 == order.payload_sha256:
@@ -258,6 +275,15 @@ def test_storage_failed(service: ModuleType, seed_003_body: bytes) -> None:
         "biz_error_code": "SYSTEM_ERROR",
         "biz_error_msg": "the order could not be stored; nothing was written, please retry",
     }
+
+
+def test_storage_timed_out_does_not_claim_nothing_was_written(service: ModuleType, seed_003_body: bytes) -> None:
+    result = fulfillment(service, MemoryStore(broken=True, maybe_applied=True))(seed_003_body)
+    assert result.outcome is service.FulfillmentOutcome.STORAGE_FAILED
+    assert result.answer["biz_error_code"] == "SYSTEM_ERROR"
+    assert result.answer["biz_error_msg"] == (
+        "the order may or may not have been stored; please retry: a repeated call gets the first answer"
+    )
 
 
 def test_signature_rejected(service: ModuleType, seed_003_body: bytes) -> None:

@@ -12,6 +12,7 @@ from taobao_bridge.jsonutil import dumps
 from taobao_bridge.signing import (
     SignMethod,
     canonical_text,
+    digest,
     qimen_sign,
     sign_top_request,
     top_sign_params,
@@ -83,8 +84,16 @@ QIMEN_SIGN = "2A7B1F0E3C9B71CE0527086BD94D184D"
 
 def test_qimen_vector() -> None:
     assert qimen_sign(QIMEN_QUERY, QIMEN_BODY, QIMEN_SECRET) == QIMEN_SIGN
-    ok, remote, local = verify_qimen_signature(f"{QIMEN_QUERY}&sign={QIMEN_SIGN}", QIMEN_BODY, QIMEN_SECRET)
-    assert (ok, remote, local) == (True, QIMEN_SIGN, QIMEN_SIGN)
+    verdict = verify_qimen_signature(f"{QIMEN_QUERY}&sign={QIMEN_SIGN}", QIMEN_BODY, QIMEN_SECRET)
+    assert verdict == (True, QIMEN_SIGN, "")
+
+
+def test_a_failed_verification_never_hands_out_the_expected_sign() -> None:
+    # Whoever logs a verdict must not be able to log an oracle: the correct sign is nowhere in it.
+    verdict = verify_qimen_signature(f"{QIMEN_QUERY}&sign=0123", QIMEN_BODY, QIMEN_SECRET)
+    assert not verdict.ok
+    assert QIMEN_SIGN not in repr(verdict) and QIMEN_SIGN.lower() not in repr(verdict).lower()
+    assert verdict == (False, "0123", "sign missing or wrong")
 
 
 def test_qimen_lower_case_remote_sign_is_accepted() -> None:
@@ -104,9 +113,13 @@ def test_qimen_sign_in_any_position_and_missing_sign() -> None:
     assert not verify_qimen_signature(f"{QIMEN_QUERY}&sign=", QIMEN_BODY, QIMEN_SECRET)[0]
 
 
-def test_qimen_unknown_sign_method_never_verifies() -> None:
-    query = QIMEN_QUERY.replace("sign_method=md5", "sign_method=sha1")
-    assert not verify_qimen_signature(f"{query}&sign={QIMEN_SIGN}", QIMEN_BODY, QIMEN_SECRET)[0]
+def test_qimen_sign_method_is_part_of_the_text_but_md5_is_always_accepted() -> None:
+    # The official verifier never reads sign_method: an MD5 sign verifies whatever it says, even an unknown method.
+    for method in ("sha1", "hmac", "hmac-sha256"):
+        query = QIMEN_QUERY.replace("sign_method=md5", f"sign_method={method}")
+        assert not verify_qimen_signature(f"{query}&sign={QIMEN_SIGN}", QIMEN_BODY, QIMEN_SECRET).ok
+        md5 = digest(canonical_qimen_text(query) + QIMEN_BODY, QIMEN_SECRET, SignMethod.MD5)
+        assert verify_qimen_signature(f"{query}&sign={md5}", QIMEN_BODY, QIMEN_SECRET).ok
 
 
 def test_qimen_hmac_methods_use_the_outbound_digest() -> None:
@@ -114,7 +127,18 @@ def test_qimen_hmac_methods_use_the_outbound_digest() -> None:
         query = QIMEN_QUERY.replace("sign_method=md5", f"sign_method={method}")
         sign = qimen_sign(query, QIMEN_BODY, QIMEN_SECRET)
         assert sign != QIMEN_SIGN
-        assert verify_qimen_signature(f"{query}&sign={sign}", QIMEN_BODY, QIMEN_SECRET)[0]
+        assert sign == digest(canonical_qimen_text(query) + QIMEN_BODY, QIMEN_SECRET, method)
+        assert verify_qimen_signature(f"{query}&sign={sign}", QIMEN_BODY, QIMEN_SECRET).ok
+        # Named HMAC only: under sign_method=md5 an HMAC sign is just wrong.
+        other = digest(canonical_qimen_text(QIMEN_QUERY) + QIMEN_BODY, QIMEN_SECRET, method)
+        assert not verify_qimen_signature(f"{QIMEN_QUERY}&sign={other}", QIMEN_BODY, QIMEN_SECRET).ok
+
+
+def canonical_qimen_text(query: str) -> bytes:
+    """The parameter text for a plain query of these tests: decoded pairs in key order, key+value."""
+    from urllib.parse import parse_qsl
+
+    return canonical_text(parse_qsl(query, keep_blank_values=True)).encode()
 
 
 def test_qimen_headers_named_in_top_sign_list_are_signed() -> None:

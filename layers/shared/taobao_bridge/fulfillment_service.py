@@ -17,11 +17,19 @@ from aws_lambda_powertools import Logger
 
 from .clock import PLATFORM_TZ, Clock, system_clock
 from .errors import StorageError
-from .fulfillment_store import Conflict, Created, CreateOutcome, NewOrder, NoInventory, Replayed
+from .fulfillment_store import Conflict, Created, CreateOutcome, NewOrder, NoInventory, Replayed, TooLarge
 from .jsonutil import dumps
 from .models.fulfillment import FulfillmentCreateRequest
-from .privacy import mask_personal_data
-from .qimen import Failed, Handled, HandlerResult, QimenAnswerCode, QimenCall, QimenRejection, StoredAnswer
+from .qimen import (
+    Failed,
+    Handled,
+    HandlerResult,
+    QimenAnswerCode,
+    QimenCall,
+    QimenOutcome,
+    QimenRejection,
+    StoredAnswer,
+)
 
 __all__ = ["FulfillmentCreate", "FulfillmentOutcome", "OrderStore"]
 
@@ -68,13 +76,14 @@ class FulfillmentCreate:
     def __call__(self, call: QimenCall, request: FulfillmentCreateRequest) -> HandlerResult:
         order_no = request.fulfillment_info.fulfillment_order_no
         logger.set_correlation_id(order_no)
-        logger.info("fulfillment order received", extra={"order": mask_personal_data(call.payload)})
+        # By allow-list (models.fulfillment.LOG_FIELDS): names, phones, ID numbers and addresses never reach a log.
+        logger.info("fulfillment order received", extra={"order": call.loggable_payload()})
 
         created = Handled(partner_order_id=new_partner_order_id(self.clock), outcome=FulfillmentOutcome.CREATED)
         order = NewOrder(
             fulfillment_order_no=order_no,
             payload_sha256=payload_fingerprint(request),
-            payload_json=call.body.decode("utf-8"),
+            payload_json=call.text,  # decoded from the declared charset; a form call's fields as one JSON object
             partner_order_id=created.partner_order_id,
             # Stored with the order so that a replay is answered byte for byte as the first time.
             answer_json=dumps(created.to_answer()),
@@ -85,12 +94,16 @@ class FulfillmentCreate:
         )
         try:
             outcome = self.store.create(order)
-        except StorageError:
-            logger.exception("fulfillment order not stored")
-            return Failed(
-                message="the order could not be stored; nothing was written, please retry",
-                outcome=FulfillmentOutcome.STORAGE_FAILED,
+        except StorageError as exc:
+            logger.exception("fulfillment order not stored", extra={"maybe_applied": exc.maybe_applied})
+            # After a timeout the write may have landed: a retry is still safe (same number, same payload ->
+            # the first answer), but "nothing was written" would not be true.
+            message = (
+                "the order may or may not have been stored; please retry: a repeated call gets the first answer"
+                if exc.maybe_applied
+                else "the order could not be stored; nothing was written, please retry"
             )
+            return Failed(message=message, outcome=FulfillmentOutcome.STORAGE_FAILED)
 
         if isinstance(outcome, Created):
             logger.info("fulfillment order created", extra={"partner_order_id": outcome.partner_order_id})
@@ -105,12 +118,21 @@ class FulfillmentCreate:
                 f"fulfillment_info.fulfillment_order_no {order_no!r} was already received at "
                 f"{outcome.first_received_at} with a different payload",
                 FulfillmentOutcome.CONFLICT,
+                log_detail=f"first received at {outcome.first_received_at}",
             )
         if isinstance(outcome, NoInventory):
+            left = max(outcome.available, 0)
             raise QimenRejection(
                 QimenAnswerCode.NO_INVENTORY,
-                f"商品库存不足: store {order.store_id} item {order.item_id} has {max(outcome.available, 0)} left, "
+                f"商品库存不足: store {order.store_id} item {order.item_id} has {left} left, "
                 f"{order.quantity} requested",
                 FulfillmentOutcome.NO_INVENTORY,
+                log_detail=f"store {order.store_id} item {order.item_id}: {left} left, {order.quantity} requested",
             )
+        if isinstance(outcome, TooLarge):
+            # The model keeps keys far below DynamoDB's limits; this catches what it cannot see (the item's size).
+            where = "fulfillment order" if outcome.what == "order" else outcome.what
+            code = QimenAnswerCode.BODY_TOO_LARGE if outcome.what == "order" else QimenAnswerCode.INVALID_PARAMETER
+            message = f"{where} is {outcome.size} bytes as stored; the limit is {outcome.limit}"
+            raise QimenRejection(code, message, QimenOutcome.INVALID, log_detail=message)
         raise AssertionError(f"unhandled outcome {outcome!r}")

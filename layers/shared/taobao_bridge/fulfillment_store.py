@@ -9,22 +9,46 @@ on items with ``tracked = true`` (set by :meth:`FulfillmentStore.set_capacity`).
 capacity record is created as ``tracked = false`` by its first order, which keeps the write to a single
 expression that needs no read first; on such items ``available`` is only a running negative total and
 ``ordered`` counts what was booked.
+
+Time: the Qimen callback must answer (with JSON) inside its Lambda timeout (6 s, template.yaml) and the caller
+wants it within about 3 s. The store therefore has its own DynamoDB client: one attempt is bounded by its connect
+and read timeouts and botocore does not retry; :meth:`FulfillmentStore.create` retries conflicts, throttling,
+5xx and connection failures itself, but starts no attempt that could end after ``budget_s`` (3 s).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .dynamo import describe_error, dynamodb_client, from_item, is_transaction_conflict, storage_errors, to_item
+from . import dynamo
+from .dynamo import (
+    MAX_ITEM_BYTES,
+    RETRYABLE_REASONS,
+    describe_error,
+    from_item,
+    is_retryable,
+    is_transaction_conflict,
+    item_size,
+    maybe_applied,
+    storage_errors,
+    to_item,
+)
 from .errors import StorageError
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
+    "CREATE_BUDGET_S",
+    "READ_TIMEOUT_S",
     "Conflict",
     "CreateOutcome",
     "Created",
@@ -32,6 +56,8 @@ __all__ = [
     "NewOrder",
     "NoInventory",
     "Replayed",
+    "TooLarge",
+    "store_client",
 ]
 
 
@@ -72,11 +98,40 @@ class NoInventory:
     available: int
 
 
-CreateOutcome = Created | Replayed | Conflict | NoInventory
+@dataclass(frozen=True)
+class TooLarge:
+    """The order breaks a DynamoDB limit (``what``: a key or the item); nothing was sent."""
 
-# Concurrent duplicates can cancel each other in DynamoDB (TransactionConflict); after a short pause the
-# winner's item is visible and the retry becomes a replay.
-_CONFLICT_RETRIES = 3
+    what: str
+    size: int
+    limit: int
+
+
+CreateOutcome = Created | Replayed | Conflict | NoInventory | TooLarge
+
+CONNECT_TIMEOUT_S = 0.5
+READ_TIMEOUT_S = 1.5
+CREATE_BUDGET_S = 3.0
+"""No attempt starts that could end (connect + read timeout) after this many seconds from the call."""
+# DynamoDB's key limits (moto does not enforce them): a partition key value, a sort key value.
+_KEY_LIMITS = {"fulfillment_order_no": 2048, "store_id": 2048, "item_id": 1024}
+_MAX_ATTEMPTS = 4
+_CLIENT_KEY = "dynamodb:fulfillment"
+
+
+def store_client() -> Any:
+    """The container's DynamoDB client for fulfillment orders: tight timeouts, no botocore retries (create()
+    retries within its budget). Kept in dynamo's client cache, which the local stack clears when its endpoint
+    changes; dynamo's shared client keeps its own, longer settings for the outbox."""
+    client = dynamo._clients.get(_CLIENT_KEY)
+    if client is None:
+        config = Config(
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+            retries={"mode": "standard", "total_max_attempts": 1},
+        )
+        client = dynamo._clients[_CLIENT_KEY] = boto3.client("dynamodb", config=config)
+    return client
 
 
 class FulfillmentStore:
@@ -87,16 +142,22 @@ class FulfillmentStore:
         *,
         retention_days: int = 180,
         client: Any | None = None,
+        budget_s: float = CREATE_BUDGET_S,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.orders_table = orders_table
         self.inventory_table = inventory_table
         self.retention_days = retention_days
+        self.budget_s = budget_s
         self._client = client
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = dynamodb_client()
+            self._client = store_client()
         return self._client
 
     def create(self, order: NewOrder) -> CreateOutcome:
@@ -139,7 +200,19 @@ class FulfillmentStore:
                 }
             },
         ]
-        for attempt in range(_CONFLICT_RETRIES + 1):
+        too_large = _too_large(order, order_item)
+        if too_large is not None:
+            return too_large
+        return self._transact(items, order)
+
+    def _transact(self, items: list[dict[str, Any]], order: NewOrder) -> CreateOutcome:
+        # Retried: a conflict with a concurrent duplicate (after a pause the winner's item is visible and the retry
+        # is a replay), throttling, a 5xx, a connection failure. A write that may have landed (read timeout, 5xx)
+        # is safe to send again: the retry finds our own order and replays its answer.
+        deadline = self._monotonic() + self.budget_s
+        attempt_worst = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
+        applied = False
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
                 self.client.transact_write_items(TransactItems=items)
                 return Created(order.partner_order_id)
@@ -147,11 +220,23 @@ class FulfillmentStore:
                 outcome = self._explain_cancellation(exc, order)
                 if outcome is not None:
                     return outcome
-                if attempt == _CONFLICT_RETRIES or not is_transaction_conflict(exc):
-                    raise StorageError(f"storing fulfillment order failed: {describe_error(exc)}") from exc
-                time.sleep(0.02 * (attempt + 1) + random.uniform(0, 0.02))
-            except BotoCoreError as exc:
-                raise StorageError(f"storing fulfillment order failed: {exc}") from exc
+                applied |= maybe_applied(exc)
+                problem = describe_error(exc)
+                if not (is_transaction_conflict(exc) or is_retryable(exc) or _throttled(exc)):
+                    raise StorageError(f"storing fulfillment order failed: {problem}", maybe_applied=applied) from exc
+                failure: Exception = exc
+            except (BotoConnectionError, HTTPClientError) as exc:  # not connected, timed out, connection dropped
+                applied |= not isinstance(exc, BotoConnectionError)
+                problem, failure = str(exc), exc
+            except BotoCoreError as exc:  # a request botocore refused to send
+                raise StorageError(f"storing fulfillment order failed: {exc}", maybe_applied=applied) from exc
+            pause = 0.02 * attempt + random.uniform(0, 0.02)
+            if attempt == _MAX_ATTEMPTS or self._monotonic() + pause + attempt_worst > deadline:
+                raise StorageError(
+                    f"storing fulfillment order failed after {attempt} attempt(s) in {self.budget_s} s: {problem}",
+                    maybe_applied=applied,
+                ) from failure
+            self._sleep(pause)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     @staticmethod
@@ -201,3 +286,17 @@ class FulfillmentStore:
                 ConsistentRead=True,
             )
         return from_item(found["Item"]) if "Item" in found else None
+
+
+def _throttled(exc: ClientError) -> bool:
+    return any(reason.get("Code") in RETRYABLE_REASONS for reason in exc.response.get("CancellationReasons") or [])
+
+
+def _too_large(order: NewOrder, order_item: dict[str, Any]) -> TooLarge | None:
+    # The model limits keys far below these; this holds for any caller of the store.
+    for name, limit in _KEY_LIMITS.items():
+        size = len(str(getattr(order, name)).encode("utf-8"))
+        if size == 0 or size > limit:
+            return TooLarge(name, size, limit)
+    size = item_size(order_item)
+    return TooLarge("order", size, MAX_ITEM_BYTES) if size > MAX_ITEM_BYTES else None

@@ -20,6 +20,7 @@ __all__ = [
     "ENV",
     "LOCAL_DEFAULTS",
     "SECRET_KEYS",
+    "SecretUnavailable",
     "Settings",
     "load_settings",
     "metrics_namespace",
@@ -54,6 +55,11 @@ class ENV:
 
 
 DEFAULT_METRICS_NAMESPACE = "TaobaoBridge"
+
+
+class SecretUnavailable(ConfigurationError):
+    """Raised when the Secrets Manager secret cannot be read or is not a JSON object, so callers can tell an
+    outage of the secret from a setting that is wrong. Its message names the secret, never a value."""
 
 
 def metrics_namespace() -> str:
@@ -99,7 +105,7 @@ class Settings:
     top_sign_method: SignMethod
     fulfillment_table: str
     inventory_table: str
-    qimen_timestamp_window_s: int = 300
+    qimen_timestamp_window_s: int = 600
     qimen_max_body_bytes: int = 256 * 1024
     order_retention_days: int = 180
     outbox_table: str = ""
@@ -141,6 +147,22 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) 
     return value
 
 
+_providers: dict[str, Any] = {}
+
+
+def _secrets_provider() -> Any:
+    """One Powertools secrets provider per container (it holds the cache), with a client whose timeouts fit the
+    Qimen callback's budget: botocore's defaults (60 s, retried) would outlast the function and answer a 5xx."""
+    provider = _providers.get("secrets")
+    if provider is None:
+        from aws_lambda_powertools.utilities import parameters
+        from botocore.config import Config
+
+        config = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 2})
+        provider = _providers["secrets"] = parameters.SecretsProvider(boto_config=config)
+    return provider
+
+
 def _secret_values(environ: Mapping[str, str]) -> dict[str, Any]:
     secret_id = environ.get(ENV.BRIDGE_SECRET_ID, "").strip()
     if not secret_id:
@@ -149,11 +171,14 @@ def _secret_values(environ: Mapping[str, str]) -> dict[str, Any]:
 
     max_age = _int(environ, ENV.SECRET_MAX_AGE_S, 300)
     try:
-        value = parameters.get_secret(secret_id, transform="json", max_age=max_age)
+        value = _secrets_provider().get(secret_id, transform="json", max_age=max_age)
     except parameters.exceptions.GetParameterError as exc:
-        raise ConfigurationError(f"cannot read secret {secret_id!r}: {exc}") from exc
+        raise SecretUnavailable(f"cannot read secret {secret_id!r}: {exc}") from exc
+    except parameters.exceptions.TransformParameterError:
+        # Not chained: the transform error may quote the secret's text.
+        raise SecretUnavailable(f"cannot read secret {secret_id!r}: it is not JSON") from None
     if not isinstance(value, dict):
-        raise ConfigurationError(f"secret {secret_id!r} must hold a JSON object")
+        raise SecretUnavailable(f"secret {secret_id!r} must hold a JSON object")
     return value
 
 
@@ -189,7 +214,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         top_sign_method=sign_method,
         fulfillment_table=value(ENV.FULFILLMENT_TABLE),
         inventory_table=value(ENV.INVENTORY_TABLE),
-        qimen_timestamp_window_s=_int(env, ENV.QIMEN_TIMESTAMP_WINDOW_S, 300),
+        qimen_timestamp_window_s=_int(env, ENV.QIMEN_TIMESTAMP_WINDOW_S, 600),
         qimen_max_body_bytes=_int(env, ENV.QIMEN_MAX_BODY_BYTES, 256 * 1024, minimum=1),
         order_retention_days=_int(env, ENV.ORDER_RETENTION_DAYS, 180, minimum=1),
         outbox_table=value(ENV.OUTBOX_TABLE),

@@ -4,20 +4,28 @@ order (本地生活-到店-履约创单, seed 003). Inbound: the request is the 
 The seed's table flattens the nesting; its JSON request example shows it: ``fulfillment_order_no``, ``memo``,
 ``quantity``, ``time_option`` and ``address_info`` belong to ``fulfillment_info``. Field order follows the table.
 Amounts are integers in fen (分); ids the seed types ``String`` stay text, so 19-digit ids stay exact.
+
+``fulfillment_order_no``, ``store_id`` and ``item_id`` become DynamoDB keys (the orders table's hash key, the
+inventory table's hash and range keys, template.yaml): they are :data:`KeyText`, so a blank or oversized key is a
+refused parameter, never a storage failure. :data:`LOG_FIELDS` says which fields may be logged in clear.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
-from typing import Final, Literal, Self
+from typing import Annotated, Final, Literal, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ..privacy import LogSpec, Shape
 from .common import InboundModel, Int64, OutboundModel, PositiveInt64
 
 __all__ = [
+    "LOG_FIELDS",
+    "MAX_KEY_CHARS",
     "MAX_USERS",
     "METHOD",
     "AddressInfo",
@@ -27,6 +35,7 @@ __all__ = [
     "FulfillmentCreateResponse",
     "FulfillmentInfo",
     "ItemInfo",
+    "KeyText",
     "ShopInfo",
     "TimeOption",
     "TradeInfo",
@@ -36,6 +45,32 @@ __all__ = [
 METHOD: Final = "qimen.taobao.life.fulfillment.create"
 MAX_USERS: Final = 999
 """最大列表长度 of ``user_info``."""
+MAX_KEY_CHARS: Final = 128
+"""Longest key text: 128 characters are at most 512 bytes of UTF-8, well inside DynamoDB's 1024-byte range key and
+2048-byte hash key, and four times the longest id the seed suggests (32 characters, ``shop_id``)."""
+
+
+def _key_text(value: str) -> str:
+    # A blank key cannot be stored (DynamoDB refuses empty key values); padding or invisible characters would make
+    # a second, untracked inventory record for the same store or item, bypassing its capacity.
+    if len(value) > MAX_KEY_CHARS:
+        raise PydanticCustomError(
+            "key_too_long",
+            "must be at most {limit} characters, got {length}",
+            {"limit": MAX_KEY_CHARS, "length": len(value)},
+        )
+    if not value.strip():
+        raise PydanticCustomError("key_blank", "must not be empty or blank")
+    if value != value.strip():
+        raise PydanticCustomError("key_padded", "must not start or end with whitespace")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+        raise PydanticCustomError("key_control", "must not contain control or format characters")
+    return value
+
+
+KeyText = Annotated[str, AfterValidator(_key_text)]
+"""Text that becomes a DynamoDB key: not blank, no surrounding whitespace, no control characters, at most
+:data:`MAX_KEY_CHARS` characters."""
 
 
 class TradeInfo(InboundModel):
@@ -58,14 +93,14 @@ class ItemInfo(InboundModel):
     item_name: str
     category_name: str
     partner_item_id: str | None = None
-    item_id: str
+    item_id: KeyText
 
 
 class ShopInfo(InboundModel):
     """门店信息: ``store_id`` is the Taobao store id; ``shop_id`` (口碑 shopId) only in some scenarios."""
 
     shop_id: str | None = None
-    store_id: str
+    store_id: KeyText
 
 
 class Credentials(InboundModel):
@@ -155,7 +190,7 @@ class FulfillmentInfo(InboundModel):
     """用户填写的备注 (the user's note)."""
     quantity: PositiveInt64 = 1
     """预约份数 (copies booked), default 1."""
-    fulfillment_order_no: str = Field(min_length=1)
+    fulfillment_order_no: KeyText
     """履约单号: the platform's key for every later call about this fulfillment; our idempotency key."""
 
 
@@ -167,6 +202,41 @@ class FulfillmentCreateRequest(InboundModel):
     shop_info: ShopInfo
     user_info: list[UserInfo] = Field(min_length=1, max_length=MAX_USERS)
     fulfillment_info: FulfillmentInfo
+
+
+# What may be logged in clear, and why (privacy.py: everything else is masked, unknown fields included):
+# - amounts, counts and the platform's order, item and store numbers identify a trade, not a person, and support
+#   needs them (the fulfillment order number is already the logs' correlation id);
+# - item and category names are the merchant's catalogue; service mode, address type, time type and credential
+#   type are enumerations;
+# - the booked day or slot (time_option) says when, not who.
+# Masked: everything in user_info but the credential type (names, mobiles, ID numbers, ext_info), the address
+# (detail, contact name and phone, and district_list: the customer's city and district), and memo, which the
+# user writes freely.
+LOG_FIELDS: Final[LogSpec] = {
+    "trade_info": {
+        "quantity": Shape.NUMBER,
+        "real_amount": Shape.NUMBER,
+        "total_amount": Shape.NUMBER,
+        "tp_sub_order_no": Shape.ID,
+        "tp_order_no": Shape.ID,
+    },
+    "item_info": {
+        "service_mode": Shape.CODE,
+        "item_name": Shape.TEXT,
+        "category_name": Shape.TEXT,
+        "partner_item_id": Shape.ID,
+        "item_id": Shape.ID,
+    },
+    "shop_info": {"shop_id": Shape.ID, "store_id": Shape.ID},
+    "user_info": {"credentials": {"credential_type": Shape.CODE}},
+    "fulfillment_info": {
+        "address_info": {"type": Shape.CODE},
+        "time_option": {"start": Shape.TIME, "end": Shape.TIME, "type": Shape.CODE},
+        "quantity": Shape.NUMBER,
+        "fulfillment_order_no": Shape.ID,
+    },
+}
 
 
 class FulfillmentCreateResponse(OutboundModel):
