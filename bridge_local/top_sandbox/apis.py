@@ -2,8 +2,10 @@
 
 An entry says everything the gateway needs to answer that API: the top-level parameter, how its records sit in
 that parameter (``Layout``), the record schema and batch limit, whether a session is needed, which field
-identifies a record (refuse faults match on it), how an accepted batch is stored and answered, and how a refused
-batch is answered in each refuse style. The gateway looks the method up here and never branches on its name.
+identifies a record (refuse faults match on it), how an accepted batch is stored and answered, how a refused
+batch is answered in each refuse style, the fields of its business error, and which odd answer shapes
+(``ODD_ANSWERS``) the ``odd_answer_next`` fault cycles through for it. The gateway looks the method up here and
+never branches on its name.
 The parameters and envelopes follow the seed documents (see ``docs/PROTOCOL.md``).
 """
 
@@ -15,8 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias
 
+from taobao_bridge.jsonutil import dumps
+
 from .errors import TopError, invalid
-from .faults import REFUSE_STYLES
+from .faults import ODD_SHAPES, REFUSE_STYLES
 from .schema import BOOLEAN, DATE, LONG_MAX, NUMBER, OBJECT, STRING, Field, object_problem
 
 WRITEOFF_METHOD = "tmall.car.local.service.order.writeoff.sync"
@@ -229,14 +233,92 @@ def _refuse_as_error(message: str) -> Refusal:
     return TopError(15, "Remote service error", "isv.invalid-parameter", message)
 
 
-def _refuse_writeoff_in_result(message: str) -> Refusal:
-    code = "isv.invalid-parameter"
-    return ResultRefusal(code, {"result": {"success": False, "error_code": code, "error_msg": message}})
+class BusinessError(NamedTuple):
+    """The fields of a business refusal inside a success envelope, and the code the sandbox puts there."""
+
+    code_field: str
+    message_field: str
+    code: str
+
+    def fields(self, message: str) -> dict[str, Any]:
+        return {self.code_field: self.code, self.message_field: message}
 
 
-def _refuse_external_order_in_result(message: str) -> Refusal:
-    code = "INVALID_PARAM"
-    return ResultRefusal(code, {"result": {"success": False, "msg_code": code, "msg_info": message}})
+WRITEOFF_ERROR = BusinessError("error_code", "error_msg", "isv.invalid-parameter")
+EXTERNAL_ORDER_ERROR = BusinessError("msg_code", "msg_info", "INVALID_PARAM")
+
+
+def _refuse_in_result(error: BusinessError) -> Callable[[str], Refusal]:
+    def refuse(message: str) -> Refusal:
+        return ResultRefusal(error.code, {"result": {"success": False, **error.fields(message)}})
+
+    return refuse
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Odd answers: success envelopes whose inner object is not shaped like the seeds (docs/PROTOCOL.md §2)
+# --------------------------------------------------------------------------------------------------------------
+
+
+# An odd answer is built from (the API, the answer it would normally give — {} when nothing was accepted, a
+# message); it returns the inner object to send, which may be a list or a string.
+OddBuilder: TypeAlias = Callable[["ApiSpec", dict[str, Any], str], Any]
+
+
+class OddAnswer(NamedTuple):
+    processed: bool  # the records are accepted before this answer goes out
+    build: OddBuilder
+
+
+_SOME_ORDER_ID = 1234567890123456789  # for APIs whose normal answer carries none
+
+
+def _result_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    result = body.get("result")
+    return dict(result) if isinstance(result, dict) else {"success": True}
+
+
+def _order_id_in(body: Mapping[str, Any]) -> int:
+    data = _result_of(body).get("data")
+    order_id = data.get("order_id") if isinstance(data, dict) else None
+    return order_id if isinstance(order_id, int) else _SOME_ORDER_ID
+
+
+def _with_order_id(body: Mapping[str, Any], value: Any) -> dict[str, Any]:
+    result = _result_of(body)
+    data = result.get("data")
+    return {**body, "result": {**result, "data": {**(data if isinstance(data, dict) else {}), "order_id": value}}}
+
+
+ODD_ANSWERS: dict[str, OddAnswer] = {
+    "data_object": OddAnswer(
+        True, lambda spec, body, msg: {**body, "result": {**_result_of(body), "data": {"id": 1234, "accepted": True}}}
+    ),
+    "no_result": OddAnswer(
+        True, lambda spec, body, msg: {"data": _result_of(body).get("data", True), "piggyback": "sandbox"}
+    ),
+    "result_string": OddAnswer(True, lambda spec, body, msg: {"result": dumps(_result_of(body))}),
+    "empty": OddAnswer(True, lambda spec, body, msg: {}),
+    "list": OddAnswer(True, lambda spec, body, msg: [body]),
+    "success_text_true": OddAnswer(
+        True, lambda spec, body, msg: {**body, "result": {**_result_of(body), "success": "true"}}
+    ),
+    "order_id_text": OddAnswer(True, lambda spec, body, msg: _with_order_id(body, "abc")),
+    "order_id_float": OddAnswer(True, lambda spec, body, msg: _with_order_id(body, float(_order_id_in(body)))),
+    "order_id_negative": OddAnswer(True, lambda spec, body, msg: _with_order_id(body, -_order_id_in(body))),
+    "order_id_object": OddAnswer(True, lambda spec, body, msg: _with_order_id(body, {"id": _order_id_in(body)})),
+    "success_text_false": OddAnswer(
+        False, lambda spec, body, msg: {"result": {"success": "false", **spec.business_error.fields(msg)}}
+    ),
+    "refusal_top_level": OddAnswer(
+        False, lambda spec, body, msg: {"success": False, **spec.business_error.fields(msg)}
+    ),
+}
+# A shape added to Faults without a builder here would otherwise fail only at call time.
+if set(ODD_ANSWERS) != set(ODD_SHAPES):  # pragma: no cover - a programming error caught at import
+    raise ValueError(f"ODD_ANSWERS must cover exactly {', '.join(ODD_SHAPES)}")
+
+_ODD_FOR_ALL = ("no_result", "result_string", "list", "success_text_true", "success_text_false", "refusal_top_level")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -255,6 +337,8 @@ class ApiSpec:
     needs_session: bool
     accept: Accept
     refusals: Mapping[str, Callable[[str], Refusal]]  # refuse_style -> builder
+    business_error: BusinessError  # how a refusal inside a success envelope names its code and message
+    odd_shapes: tuple[str, ...]  # the shapes odd_answer_next cycles through for this API, in this order
     response_key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -262,6 +346,8 @@ class ApiSpec:
         # A refuse style added to Faults without a builder here would otherwise fail only at call time.
         if set(self.refusals) != set(REFUSE_STYLES):
             raise ValueError(f"{self.method}: refusals must cover exactly {', '.join(REFUSE_STYLES)}")
+        if not self.odd_shapes or not set(self.odd_shapes) <= set(ODD_SHAPES):
+            raise ValueError(f"{self.method}: odd_shapes must be some of {', '.join(ODD_SHAPES)}")
 
     def count_records(self, payload: Any) -> int:
         return self.layout.count(payload)
@@ -277,6 +363,13 @@ class ApiSpec:
                 raise invalid(f"record {index}: {problem} ({where})")
         return records
 
+    def records_in(self, payload: Any) -> list[Any]:
+        """The records of a decoded API parameter as sent, unchecked; empty when they cannot be found."""
+        try:
+            return self.layout.unwrap(self.param, payload)[0]
+        except TopError:
+            return []
+
 
 APIS: dict[str, ApiSpec] = {
     spec.method: spec
@@ -290,7 +383,9 @@ APIS: dict[str, ApiSpec] = {
             record_key="tb_biz_order_id",
             needs_session=False,
             accept=_accept_writeoff,
-            refusals={"error_response": _refuse_as_error, "result": _refuse_writeoff_in_result},
+            refusals={"error_response": _refuse_as_error, "result": _refuse_in_result(WRITEOFF_ERROR)},
+            business_error=WRITEOFF_ERROR,
+            odd_shapes=("data_object", "empty", *_ODD_FOR_ALL),
         ),
         ApiSpec(
             method=RISK_METHOD,
@@ -303,6 +398,8 @@ APIS: dict[str, ApiSpec] = {
             accept=_accept_risk,
             # This API has no business result envelope: a "result" refusal is still an error_response.
             refusals={"error_response": _refuse_as_error, "result": _refuse_as_error},
+            business_error=WRITEOFF_ERROR,  # undocumented for this API: the writeoff API's fields
+            odd_shapes=_ODD_FOR_ALL,  # its normal answer is already "empty"
         ),
         ApiSpec(
             method=EXTERNAL_ORDER_METHOD,
@@ -313,7 +410,16 @@ APIS: dict[str, ApiSpec] = {
             record_key="idempotent_id",
             needs_session=False,
             accept=_accept_external_order,
-            refusals={"error_response": _refuse_as_error, "result": _refuse_external_order_in_result},
+            refusals={"error_response": _refuse_as_error, "result": _refuse_in_result(EXTERNAL_ORDER_ERROR)},
+            business_error=EXTERNAL_ORDER_ERROR,
+            odd_shapes=(
+                "order_id_text",
+                "order_id_float",
+                "order_id_negative",
+                "order_id_object",
+                "empty",
+                *_ODD_FOR_ALL,
+            ),
         ),
     )
 }

@@ -2,8 +2,9 @@
 
 In the real gateway's order: system parameters and signature (``check_system``; a call failing here never
 consumes a fault), HTTP 502 fault, bans and daily quota, timeout fault, session, API parameter and records
-(through the ``APIS`` table), service faults, refusals, acceptance. Every call is recorded as a ``RecordedCall``;
-accepted records are kept per method for inspection.
+(through the ``APIS`` table), service faults, refusals, then the answer faults (a bad body, an odd shape) and
+acceptance. Every call is recorded as a ``RecordedCall`` (with the faults it met, whether its records were
+accepted, and the caller's ``X-Sandbox-Tag``); accepted records are kept per method for inspection.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 from taobao_bridge.clock import PLATFORM_TZ, format_platform_time, parse_platform_time, system_clock
 from taobao_bridge.signing import SignMethod, canonical_text, digest
 
-from .apis import APIS, ApiSpec
+from .apis import APIS, ODD_ANSWERS, ApiSpec
 from .errors import TopError
 from .faults import Faults
-from .reply import BAD_GATEWAY_HTML, Reply, error_reply, new_request_id, success_reply
+from .reply import BAD_GATEWAY_HTML, Reply, error_reply, new_request_id, not_json_reply, success_reply, truncated
 from .schema import TIMESTAMP_RE, decode_param
 
 # The package's name, not this module's: one logger for the whole sandbox, as before it was a package.
@@ -50,11 +51,21 @@ class RecordedCall:
     session: str | None
     sign_method: str
     request_id: str | None = None
+    processed: bool = False  # its records were accepted (whatever the answer said, or whether it arrived)
+    # Faults this call met that leave its caller unsure of the outcome or show in the answer: "timeout",
+    # "not_json", "truncated", "odd_answer:<shape>".
+    faults: list[str] = dataclasses.field(default_factory=list)
+    tag: str | None = None  # the X-Sandbox-Tag request header: lets a test tell its workers' calls apart
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["received_at"] = self.received_at.isoformat()
         return data
+
+    def sent_records(self) -> list[Any]:
+        """The records of the call's API parameter as sent (accepted or not); empty when unreadable."""
+        spec = APIS.get(self.method)
+        return spec.records_in(self.api_payload) if spec is not None and self.api_payload is not None else []
 
 
 def check_system(params: Mapping[str, str], now: datetime, *, app_key: str, app_secret: str) -> None:
@@ -144,6 +155,7 @@ class Gateway:
         self._accepted: dict[str, list[dict[str, Any]]] = {}
         self._seen_idempotent: set[str] = set()
         self._ban_until: datetime | None = None
+        self._odd_turn: dict[str, int] = {}  # method -> next index into its odd_shapes (odd_answer_next)
 
     # faults -----------------------------------------------------------------------------------------------------
 
@@ -153,10 +165,16 @@ class Gateway:
             self.faults.update(**changes)
 
     def replace_faults(self, faults: Faults) -> None:
-        """Replace all faults and lift any active ban."""
+        """Replace all faults, lift any active ban and start the odd shapes' rotation again."""
         with self._lock:
             self.faults = faults
             self._ban_until = None
+            self._odd_turn.clear()
+
+    def set_session_key(self, session_key: str) -> None:
+        """The seller session the gateway accepts from now on (the seller authorised the app again)."""
+        with self._lock:
+            self.session_key = session_key
 
     def reset(self) -> None:
         """All faults off and any active ban lifted."""
@@ -185,9 +203,9 @@ class Gateway:
 
     # request handling -------------------------------------------------------------------------------------------
 
-    def handle(self, params: Mapping[str, str]) -> Reply:
+    def handle(self, params: Mapping[str, str], *, tag: str | None = None) -> Reply:
         """The answer to one /router/rest call (query and body parameters merged). ``delay_s`` on the reply is
-        for the caller to wait before sending it (slow and timeout faults)."""
+        for the caller to wait before sending it (slow and timeout faults). ``tag`` is kept on the recorded call."""
         now = self._clock()
         method = params.get("method", "")
         call = RecordedCall(
@@ -200,6 +218,7 @@ class Gateway:
             session=params.get("session"),
             sign_method=params.get("sign_method") or SignMethod.MD5.value,
             request_id=new_request_id(),
+            tag=tag,
         )
         spec = APIS.get(method)
         if spec is not None and spec.param in params:
@@ -233,6 +252,7 @@ class Gateway:
                 if faults.timeout_next > 0:
                     faults.timeout_next -= 1
                     timeout_s = faults.timeout_sleep_s
+                    call.faults.append("timeout")
                     if not faults.timeout_processes:
                         raise TopError(
                             15,
@@ -293,7 +313,7 @@ class Gateway:
             )
 
     def _process(self, spec: ApiSpec, call: RecordedCall, params: Mapping[str, str], fmt: str, simplify: bool) -> Reply:
-        """Session, API parameters, service faults, refusals, acceptance. Caller holds the lock."""
+        """Session, API parameters, service faults, refusals, answer faults, acceptance. Caller holds the lock."""
         faults = self.faults
         if spec.needs_session:
             session = params.get("session", "")
@@ -325,6 +345,47 @@ class Gateway:
             call.outcome = refusal.outcome
             return success_reply(spec.response_key, refusal.body, call.request_id, fmt, simplify)
 
-        body = spec.accept(records, self._accepted.setdefault(spec.method, []), self._seen_idempotent)
-        call.outcome = "ok"
+        bad_body = self._take_bad_body()
+        shape = None if bad_body else self._take_odd_shape(spec)
+        odd = ODD_ANSWERS[shape] if shape else None
+        processed = faults.bad_body_processes if bad_body else odd is None or odd.processed
+        body: dict[str, Any] = {}
+        if processed:
+            body = spec.accept(records, self._accepted.setdefault(spec.method, []), self._seen_idempotent)
+            call.processed = True
+            call.outcome = "ok"
+        if bad_body:
+            call.faults.append(bad_body)
+            call.outcome = call.outcome or bad_body
+            normal = success_reply(spec.response_key, body, call.request_id, fmt, simplify)
+            return truncated(normal) if bad_body == "truncated" else not_json_reply()
+        if odd is not None:
+            call.faults.append(f"odd_answer:{shape}")
+            call.outcome = call.outcome or spec.business_error.code
+            inner = odd.build(spec, body, "sandbox: refused in an odd shape")
+            return success_reply(spec.response_key, inner, call.request_id, fmt, simplify)
         return success_reply(spec.response_key, body, call.request_id, fmt, simplify)
+
+    def _take_bad_body(self) -> str | None:
+        """ "not_json" or "truncated" when one of those faults is due (consumed), else None. Caller holds the lock."""
+        faults = self.faults
+        if faults.not_json_next > 0:
+            faults.not_json_next -= 1
+            return "not_json"
+        if faults.truncated_next > 0:
+            faults.truncated_next -= 1
+            return "truncated"
+        return None
+
+    def _take_odd_shape(self, spec: ApiSpec) -> str | None:
+        """The odd shape this call's answer takes, or None: the method's shape in ``odd_answer`` (never consumed),
+        else the API's next shape in turn while ``odd_answer_next`` lasts. Caller holds the lock."""
+        faults = self.faults
+        if spec.method in faults.odd_answer:
+            return faults.odd_answer[spec.method]
+        if faults.odd_answer_next <= 0:
+            return None
+        faults.odd_answer_next -= 1
+        turn = self._odd_turn.get(spec.method, 0)
+        self._odd_turn[spec.method] = turn + 1
+        return spec.odd_shapes[turn % len(spec.odd_shapes)]

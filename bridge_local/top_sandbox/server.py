@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -25,12 +26,21 @@ from .reply import JSON_CONTENT_TYPE, Reply
 logger = logging.getLogger("bridge_local.top_sandbox")
 
 ROUTER_PATH = "/router/rest"
+TAG_HEADER = "X-Sandbox-Tag"  # kept on the recorded call: which of a test's workers sent it
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     sandbox: TopSandbox
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (killed mid-call, or gave up on a timeout fault) is routine for a test gateway:
+        # a line in the debug log, not a traceback on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            logger.debug("top sandbox: client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -95,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if body and (not content_type or content_type.startswith("application/x-www-form-urlencoded")):
                     text = body.decode("utf-8", errors="replace")
                     params.update(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace"))
-                reply = sandbox.handle(params)
+                reply = sandbox.handle(params, tag=self.headers.get(TAG_HEADER))
                 if reply.delay_s > 0:
                     sandbox._stopping.wait(reply.delay_s)
                 self._send(reply)

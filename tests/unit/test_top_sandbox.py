@@ -17,6 +17,7 @@ import pytest
 
 from bridge_local.top_sandbox import (
     EXTERNAL_ORDER_METHOD,
+    ODD_SHAPES,
     RISK_METHOD,
     WRITEOFF_METHOD,
     Faults,
@@ -525,3 +526,213 @@ def test_command_line_prints_url_loads_faults_and_stops_on_sigterm(tmp_path: Pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# --- answers the seeds do not show (docs/PROTOCOL.md §2) -------------------------------------------------------
+
+WRITEOFF_KEY = "tmall_car_local_service_order_writeoff_sync_response"
+RISK_KEY = "aliauto_risk_info_tmall_yc_service_sync_response"
+EXTERNAL_KEY = "tmall_aliauto_trade_external_order_sycn_response"
+
+
+def inner_of(response: httpx.Response, key: str) -> Any:
+    assert response.status_code == 200
+    document = response.json()
+    assert set(document) == {key}, document
+    return document[key]
+
+
+@pytest.mark.parametrize(
+    ("shape", "check"),
+    [
+        ("data_object", lambda inner: inner["result"]["success"] is True and isinstance(inner["result"]["data"], dict)),
+        ("no_result", lambda inner: "result" not in inner and inner["data"] is True and "piggyback" in inner),
+        ("result_string", lambda inner: json.loads(inner["result"]) == {"success": True, "data": True}),
+        ("empty", lambda inner: set(inner) == {"request_id"}),
+        ("list", lambda inner: isinstance(inner, list) and inner[0]["result"] == {"success": True, "data": True}),
+        ("success_text_true", lambda inner: inner["result"] == {"success": "true", "data": True}),
+    ],
+)
+def test_odd_writeoff_answers_are_processed(sandbox: TopSandbox, shape: str, check: Any) -> None:
+    sandbox.set_faults(odd_answer={WRITEOFF_METHOD: shape})
+    inner = inner_of(call(sandbox, WRITEOFF_METHOD, [writeoff(1), writeoff(2)]), WRITEOFF_KEY)
+    assert check(inner), inner
+    assert len(sandbox.accepted_records(WRITEOFF_METHOD)) == 2, "applied, whatever the answer looks like"
+    (recorded,) = sandbox.calls()
+    assert (recorded.outcome, recorded.processed, recorded.faults) == ("ok", True, [f"odd_answer:{shape}"])
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ("order_id_text", lambda order_id: "abc"),
+        ("order_id_float", lambda order_id: float(order_id)),
+        ("order_id_negative", lambda order_id: -order_id),
+        ("order_id_object", lambda order_id: {"id": order_id}),
+    ],
+)
+def test_odd_external_order_ids(sandbox: TopSandbox, shape: str, expected: Any) -> None:
+    sandbox.set_faults(odd_answer={EXTERNAL_ORDER_METHOD: shape})
+    inner = inner_of(call(sandbox, EXTERNAL_ORDER_METHOD, external_order("ODD-1")), EXTERNAL_KEY)
+    assert inner["result"]["success"] is True
+    assert inner["result"]["data"]["order_id"] == expected(order_id_for("ODD-1"))
+    assert [r["idempotent_id"] for r in sandbox.accepted_records(EXTERNAL_ORDER_METHOD)] == ["ODD-1"]
+
+
+def test_order_id_float_loses_digits_on_the_wire(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(odd_answer={EXTERNAL_ORDER_METHOD: "order_id_float"})
+    response = call(sandbox, EXTERNAL_ORDER_METHOD, external_order("ODD-2"))
+    text = response.text
+    assert str(order_id_for("ODD-2")) not in text, "the exact id does not survive a double"
+    assert isinstance(inner_of(response, EXTERNAL_KEY)["result"]["data"]["order_id"], float)
+
+
+@pytest.mark.parametrize(
+    ("method", "payload_id", "key", "fields"),
+    [
+        (WRITEOFF_METHOD, None, WRITEOFF_KEY, ("error_code", "error_msg", "isv.invalid-parameter")),
+        (EXTERNAL_ORDER_METHOD, "ODD-3", EXTERNAL_KEY, ("msg_code", "msg_info", "INVALID_PARAM")),
+    ],
+)
+def test_refusals_in_odd_shapes_are_not_processed(
+    sandbox: TopSandbox, method: str, payload_id: str | None, key: str, fields: tuple[str, str, str]
+) -> None:
+    code_field, message_field, code = fields
+    payload = external_order(payload_id) if payload_id else [writeoff(1)]
+    sandbox.set_faults(odd_answer={method: "refusal_top_level"})
+    inner = inner_of(call(sandbox, method, payload), key)
+    assert "result" not in inner and inner["success"] is False
+    assert inner[code_field] == code and inner[message_field]
+    sandbox.set_faults(odd_answer={method: "success_text_false"})
+    result = inner_of(call(sandbox, method, payload), key)["result"]
+    assert (result["success"], result[code_field]) == ("false", code)
+    assert sandbox.accepted_records(method) == []
+    assert [(c.outcome, c.processed) for c in sandbox.calls()] == [(code, False), (code, False)]
+
+
+def test_odd_risk_answer(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(odd_answer={RISK_METHOD: "list"})
+    inner = inner_of(call(sandbox, RISK_METHOD, good_payload(RISK_METHOD), session=SESSION), RISK_KEY)
+    assert inner == [{}], "the usual (empty) answer inside a list, with no place for request_id"
+    assert len(sandbox.accepted_records(RISK_METHOD)) == 1
+
+
+def test_odd_answer_next_cycles_through_the_apis_shapes_and_is_consumed(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(odd_answer_next=3)
+    first = inner_of(call(sandbox, WRITEOFF_METHOD, [writeoff(1)]), WRITEOFF_KEY)
+    second = inner_of(call(sandbox, WRITEOFF_METHOD, [writeoff(2)]), WRITEOFF_KEY)
+    other = inner_of(call(sandbox, EXTERNAL_ORDER_METHOD, external_order("ODD-4")), EXTERNAL_KEY)
+    normal = inner_of(call(sandbox, WRITEOFF_METHOD, [writeoff(3)]), WRITEOFF_KEY)
+    assert isinstance(first["result"]["data"], dict)  # data_object, the writeoff API's first odd shape
+    assert set(second) == {"request_id"}  # then empty
+    assert other["result"]["data"]["order_id"] == "abc"  # each API starts its own rotation
+    assert normal["result"] == {"success": True, "data": True}
+    assert sandbox.faults_snapshot().odd_answer_next == 0
+    assert [c.faults for c in sandbox.calls()] == [
+        ["odd_answer:data_object"],
+        ["odd_answer:empty"],
+        ["odd_answer:order_id_text"],
+        [],
+    ]
+
+
+def test_odd_answer_map_is_not_consumed_and_leaves_other_apis_alone(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(odd_answer={WRITEOFF_METHOD: "empty"}, odd_answer_next=1)
+    for n in range(3):
+        assert set(inner_of(call(sandbox, WRITEOFF_METHOD, [writeoff(n)]), WRITEOFF_KEY)) == {"request_id"}
+    assert sandbox.faults_snapshot().odd_answer_next == 1, "the map wins without consuming the counter"
+    inner = inner_of(call(sandbox, EXTERNAL_ORDER_METHOD, external_order("ODD-5")), EXTERNAL_KEY)
+    assert inner["result"]["data"]["order_id"] == "abc"
+
+
+def test_a_refusal_comes_before_the_answer_faults(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(refuse={WRITEOFF_METHOD: [writeoff(1)["tb_biz_order_id"]]}, odd_answer_next=1, not_json_next=1)
+    assert error_of(call(sandbox, WRITEOFF_METHOD, [writeoff(1)]))["sub_code"] == "isv.invalid-parameter"
+    snapshot = sandbox.faults_snapshot()
+    assert (snapshot.odd_answer_next, snapshot.not_json_next) == (1, 1)
+
+
+def test_not_json_with_http_200_after_processing(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(not_json_next=1, odd_answer_next=1)
+    response = call(sandbox, WRITEOFF_METHOD, [writeoff(1)])
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    with pytest.raises(ValueError):
+        json.loads(response.content)
+    assert len(sandbox.accepted_records(WRITEOFF_METHOD)) == 1
+    (recorded,) = sandbox.calls()
+    assert (recorded.outcome, recorded.processed, recorded.faults) == ("ok", True, ["not_json"])
+    assert sandbox.faults_snapshot().odd_answer_next == 1, "a bad body wins over an odd shape"
+
+
+def test_truncated_json_body(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(truncated_next=1)
+    response = call(sandbox, EXTERNAL_ORDER_METHOD, external_order("CUT-1"))
+    assert response.status_code == 200
+    with pytest.raises(ValueError):
+        json.loads(response.content)
+    assert response.text.startswith('{"' + EXTERNAL_KEY)
+    assert [r["idempotent_id"] for r in sandbox.accepted_records(EXTERNAL_ORDER_METHOD)] == ["CUT-1"]
+    assert "result" in call(sandbox, EXTERNAL_ORDER_METHOD, external_order("CUT-1")).json()[EXTERNAL_KEY]
+
+
+def test_bad_bodies_without_processing(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(not_json_next=1, truncated_next=1, bad_body_processes=False)
+    call(sandbox, WRITEOFF_METHOD, [writeoff(1)])
+    call(sandbox, WRITEOFF_METHOD, [writeoff(1)])
+    assert sandbox.accepted_records(WRITEOFF_METHOD) == []
+    assert [(c.outcome, c.processed) for c in sandbox.calls()] == [("not_json", False), ("truncated", False)]
+
+
+def test_timeout_is_recorded_on_the_call(sandbox: TopSandbox) -> None:
+    sandbox.set_faults(timeout_next=1, timeout_sleep_s=0.05)
+    call(sandbox, WRITEOFF_METHOD, [writeoff(1)])
+    (recorded,) = sandbox.calls()
+    assert (recorded.outcome, recorded.processed, recorded.faults) == ("ok", True, ["timeout"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{WRITEOFF_METHOD: "no_such_shape"}, {WRITEOFF_METHOD: 1}, ["empty"], "empty"],
+)
+def test_odd_answer_is_validated(sandbox: TopSandbox, value: Any) -> None:
+    with pytest.raises(ValueError, match="odd_answer"):
+        sandbox.set_faults(odd_answer=value)
+    with pytest.raises(ValueError, match="odd_answer"):
+        Faults.from_dict({"odd_answer": value})
+    for name in ("odd_answer_next", "not_json_next", "truncated_next"):
+        with pytest.raises(ValueError, match=name):
+            sandbox.set_faults(**{name: -1})
+    with pytest.raises(ValueError, match="bad_body_processes"):
+        sandbox.set_faults(bad_body_processes="yes")
+
+
+def test_every_odd_shape_is_answered(sandbox: TopSandbox) -> None:
+    for n, shape in enumerate(ODD_SHAPES):
+        sandbox.set_faults(odd_answer={EXTERNAL_ORDER_METHOD: shape})
+        response = call(sandbox, EXTERNAL_ORDER_METHOD, external_order(f"ALL-{n}"))
+        assert response.status_code == 200 and EXTERNAL_KEY in response.json(), shape
+    assert [c.faults for c in sandbox.calls()] == [[f"odd_answer:{shape}"] for shape in ODD_SHAPES]
+
+
+def test_calls_carry_the_tag_header_and_their_records(sandbox: TopSandbox) -> None:
+    system = {"method": WRITEOFF_METHOD, "app_key": APP_KEY, "timestamp": format_platform_time(datetime.now(UTC))}
+    system.update({"format": "json", "v": "2.0", "sign_method": "md5"})
+    api = {API_PARAM[WRITEOFF_METHOD]: dumps([writeoff(1), writeoff(2)])}
+    system["sign"] = sign_top_request({**system, **api}, SECRET, "md5")
+    httpx.post(sandbox.url, params=system, data=api, headers={"X-Sandbox-Tag": "worker-7"}, timeout=5)
+    call(sandbox, WRITEOFF_METHOD, [writeoff(3)])
+    tagged, untagged = sandbox.calls()
+    assert (tagged.tag, untagged.tag) == ("worker-7", None)
+    assert tagged.sent_records() == [writeoff(1), writeoff(2)]
+    assert httpx.get(sandbox.url.removesuffix("/router/rest") + "/_sandbox/calls").json()[0]["tag"] == "worker-7"
+
+
+def test_a_new_session_key_replaces_the_old_one(sandbox: TopSandbox) -> None:
+    try:
+        sandbox.set_session_key("session-new")
+        assert error_of(call(sandbox, RISK_METHOD, good_payload(RISK_METHOD), session=SESSION))["code"] == 27
+        assert call(sandbox, RISK_METHOD, good_payload(RISK_METHOD), session="session-new").json() == {
+            RISK_KEY: {"request_id": sandbox.calls()[-1].request_id}
+        }
+    finally:
+        sandbox.set_session_key(SESSION)
