@@ -3,8 +3,9 @@ process (``python -m chaos`` starts its own local stack on free ports), and the 
 what it found: nothing lost, nothing stuck, no re-delivery unless the sender could not know the outcome, refused
 records dead, odd answers never sent again.
 
-Where a guarantee fails today because of a defect being fixed, its case is marked ``xfail(strict=False)`` with
-the symptom: it turns into XPASS as the fix lands, and stays green either way.
+Each case fails if its guarantee breaks. On the code before the reliability fixes, four did (the symptoms are in
+docs/RELIABILITY.md, "What the suite found"): odd answers blocked writeoffs (stuck) and re-sent the records
+answered oddly and the orders beside them; a failed settle write re-sent a batch the platform had accepted.
 """
 
 from __future__ import annotations
@@ -27,19 +28,6 @@ CLASSES = ("platform", "dynamodb", "kills", "odd")
 # writes of so few records.
 CI_ARGS = ["--records", "300", "--seed", "1", "--rounds", "6", "--lambda-timeout", "2.5", "--workers", "3"]
 CI_ARGS += ["--dynamo-rate", "0.1", "--clean-rounds", "12"]
-
-# (guarantee, fault class) -> the defect that breaks it today, with what the run shows.
-KNOWN_DEFECTS = {
-    ("stuck", "odd"): "odd answers crash the verdict and block a kind: with seed 1 writeoffs answer result.data as "
-    "an object from round 3 on, WriteoffSyncResponse raises ValidationError (result.data.bool) on every run and "
-    "the writeoffs stay due",
-    ("unexplained", "odd"): "an odd answer to one external order raises ValidationError out of the concurrent "
-    "batch (_send_singles): the orders sent alongside it were accepted but never settled, and are sent again",
-    ("odd_resent", "odd"): "an odd answer raises instead of settling: the records are due again and re-sent "
-    "(docs/PROTOCOL.md §2: never re-send blindly)",
-    ("unexplained", "dynamodb"): "settle failures abort runs: StorageError on BatchWriteItem (an injected throttle "
-    "or connection error) ends the run, and the batch the platform accepted is sent again",
-}
 
 
 def _run_class(fault_class: str, out: Path) -> None:
@@ -73,17 +61,8 @@ def findings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return found
 
 
-def _cases(guarantee: str, classes: tuple[str, ...] = CLASSES) -> list[Any]:
-    return [
-        pytest.param(
-            fault_class,
-            id=fault_class,
-            marks=[pytest.mark.xfail(strict=False, reason=KNOWN_DEFECTS[(guarantee, fault_class)])]
-            if (guarantee, fault_class) in KNOWN_DEFECTS
-            else [],
-        )
-        for fault_class in classes
-    ]
+def _cases(classes: tuple[str, ...] = CLASSES) -> list[Any]:
+    return [pytest.param(fault_class, id=fault_class) for fault_class in classes]
 
 
 def _total(found: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +70,7 @@ def _total(found: dict[str, Any]) -> dict[str, Any]:
     return total
 
 
-@pytest.mark.parametrize("findings", _cases("lost"), indirect=True)
+@pytest.mark.parametrize("findings", _cases(), indirect=True)
 def test_nothing_is_lost(findings: dict[str, Any]) -> None:
     """Every record the intake acknowledged is stored in a known state, and none is synced unless the platform
     accepted it."""
@@ -100,27 +79,27 @@ def test_nothing_is_lost(findings: dict[str, Any]) -> None:
     assert total["lost"] == 0
 
 
-@pytest.mark.parametrize("findings", _cases("stuck"), indirect=True)
+@pytest.mark.parametrize("findings", _cases(), indirect=True)
 def test_nothing_is_stuck(findings: dict[str, Any]) -> None:
     """Once the faults are off, every record reaches a final state: nothing is still due."""
     assert _total(findings)["stuck"] == 0, findings["report"]
 
 
-@pytest.mark.parametrize("findings", _cases("unexplained"), indirect=True)
+@pytest.mark.parametrize("findings", _cases(), indirect=True)
 def test_records_are_sent_again_only_when_the_outcome_was_unknown(findings: dict[str, Any]) -> None:
     """A record the platform accepted is sent again only after a call whose outcome its sender could not know
     (timeout after processing, odd or unreadable answer, worker killed after the call or at its deadline)."""
     assert _total(findings)["unexplained"] == 0, findings["report"]
 
 
-@pytest.mark.parametrize("findings", _cases("refused", ("platform",)), indirect=True)
+@pytest.mark.parametrize("findings", _cases(("platform",)), indirect=True)
 def test_refused_records_end_dead(findings: dict[str, Any]) -> None:
     total = _total(findings)
     assert total["refused"] > 0, "the platform class refuses some records"
     assert total["refused_not_dead"] == 0, findings["report"]
 
 
-@pytest.mark.parametrize("findings", _cases("odd_resent", ("odd",)), indirect=True)
+@pytest.mark.parametrize("findings", _cases(("odd",)), indirect=True)
 def test_records_answered_in_an_odd_shape_are_not_sent_again(findings: dict[str, Any]) -> None:
     """docs/PROTOCOL.md §2: an answer in an unexpected shape was still applied; never re-send it blindly."""
     total = _total(findings)
@@ -128,7 +107,7 @@ def test_records_answered_in_an_odd_shape_are_not_sent_again(findings: dict[str,
     assert total["odd_resent"] == 0, findings["report"]
 
 
-@pytest.mark.parametrize("findings", _cases("faults_met"), indirect=True)
+@pytest.mark.parametrize("findings", _cases(), indirect=True)
 def test_the_faults_met_work(findings: dict[str, Any], request: pytest.FixtureRequest) -> None:
     """A run proves something only if its class's faults met work (calls, requests, workers): a harness change
     that stops them from reaching anything fails here rather than passing quietly."""
