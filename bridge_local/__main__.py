@@ -12,11 +12,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taobao_bridge.settings import ENV, LOCAL_DEFAULTS
+from taobao_bridge.settings import ENV, LOCAL_DEFAULTS, SECRET_KEYS
+
+SECRET_NAMES = sorted(SECRET_KEYS.values())
 
 
 def _secret() -> str:
-    return os.environ.get(ENV.QIMEN_APP_SECRET) or LOCAL_DEFAULTS[ENV.QIMEN_APP_SECRET]
+    """The Qimen secret the local stack checks: .local/secrets.json, else QIMEN_APP_SECRET, else the default."""
+    from .local_secrets import SECRETS_FILE, SecretsFileError, read_secrets
+
+    try:
+        from_file = read_secrets(SECRETS_FILE).get("qimen_app_secret")
+    except (SecretsFileError, OSError):
+        from_file = None
+    return from_file or os.environ.get(ENV.QIMEN_APP_SECRET) or LOCAL_DEFAULTS[ENV.QIMEN_APP_SECRET]
 
 
 def _default_url() -> str:
@@ -27,7 +36,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .stack import PROJECT_ROOT, LocalStack, StackConfig
 
     started = time.perf_counter()
-    config = StackConfig.from_env()
+    config = StackConfig.from_env(fresh=args.fresh)
+    if args.local_dir:
+        config.state_file = Path(args.local_dir) / "dynamodb.json"
+        config.secrets_file = Path(args.local_dir) / "secrets.json"
     stack = LocalStack(config).start()
     stopping = {"flag": False}
 
@@ -43,11 +55,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     schedules = ", ".join(s.function_id for s in stack.schedules) or "none"
     if stack.schedules:
         schedules += f" every {config.sync_interval_s:g} s (SYNC_INTERVAL)"
+    saved = os.path.relpath(config.state_file) if config.state_file else "nowhere (in memory)"
+    state = "".join(f"\n                  {line}" for line in stack.state_lines)
+    secrets = os.path.relpath(config.secrets_file) if config.secrets_file else "-"
     print(
         f"""
 taobao-bridge local stack ready in {time.perf_counter() - started:.1f} s
   HTTP API        {stack.url}   routes: {routes}
   DynamoDB (moto) {stack.dynamodb_endpoint}   tables: {tables}
+  saved tables    {saved} (start empty: make run FRESH=1){state}
+  secrets         {secrets}, re-read before each invocation (python -m bridge_local secrets set KEY VALUE)
   TOP gateway     {gateway}
   schedules       {schedules}
 
@@ -60,6 +77,41 @@ Ctrl-C stops everything.""",
         time.sleep(0.2)
     print("stopping", flush=True)
     stack.stop()
+    return 0
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from .local_secrets import ENV_BY_KEY, SECRETS_FILE, SecretsFileError, mask, read_secrets, write_secret
+
+    path = Path(args.local_dir) / "secrets.json" if args.local_dir else SECRETS_FILE
+    shown = os.path.relpath(path)
+    try:
+        if args.action == "show":
+            values = read_secrets(path)
+            for key, env_name in sorted(ENV_BY_KEY.items()):
+                if key in values:
+                    print(f"{key:<17} {mask(values[key]):<8} from {shown}")
+                elif os.environ.get(env_name):
+                    print(f"{key:<17} {mask(os.environ[env_name]):<8} from {env_name} (if make run started with it)")
+                else:
+                    print(f"{key:<17} {mask(LOCAL_DEFAULTS[env_name]):<8} local default")
+            return 0
+        if args.action == "set":
+            if args.value is None:
+                print("error: secrets set KEY VALUE (VALUE - reads it from stdin)", file=sys.stderr)
+                return 2
+            value = sys.stdin.readline().rstrip("\n") if args.value == "-" else args.value
+            if not value:
+                print("error: empty value (use unset to remove a key)", file=sys.stderr)
+                return 2
+            write_secret(path, args.key, value)
+        else:
+            write_secret(path, args.key, None)
+    except SecretsFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    done = "set" if args.action == "set" else "removed"
+    print(f"{args.key} {done} in {shown}; a running local stack uses it from its next invocation")
     return 0
 
 
@@ -130,7 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the local stack (PORT, TOP_GATEWAY_URL, ... from the environment)")
+    run.add_argument("--fresh", action="store_true", help="start with empty tables (the saved ones are kept as .bak)")
+    run.add_argument("--local-dir", help="where the tables are saved and secrets.json is read (default: .local)")
     run.set_defaults(func=cmd_run)
+
+    secrets = sub.add_parser("secrets", help="set, unset or show the local stack's secrets (.local/secrets.json)")
+    secrets.add_argument("action", choices=("set", "unset", "show"))
+    secrets.add_argument("key", nargs="?", choices=SECRET_NAMES, help="a key of the secret")
+    secrets.add_argument("value", nargs="?", help="the new value; - reads it from stdin (keeps it out of history)")
+    secrets.add_argument("--local-dir", help="the directory of secrets.json (default: .local)")
+    secrets.set_defaults(func=cmd_secrets)
 
     send = sub.add_parser("send-qimen", help="sign a JSON payload (or an events/ file) and POST it as Qimen would")
     send.add_argument("file", help="payload JSON, or an API Gateway event JSON whose body is used")
@@ -155,7 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     intake.add_argument("--chunk-size", type=int, default=1000, help="records per request (at most 1000)")
     intake.set_defaults(func=cmd_intake)
 
+    from .control_cli import add_parser as add_control_parser
+
+    add_control_parser(sub)
+
     args = parser.parse_args(argv)
+    if args.command == "secrets" and args.action != "show" and not args.key:
+        parser.error(f"secrets {args.action} needs a KEY: {', '.join(SECRET_NAMES)}")
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
     for chatty in ("botocore", "boto3", "httpx", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from taobao_bridge.intake import MAX_RECORDS_PER_REQUEST
@@ -47,7 +48,9 @@ QIMEN_CODES = [
 
 def build() -> dict[str, Any]:
     """The OpenAPI document (a JSON-able dict)."""
-    models = [(spec.dto, "validation") for spec in KINDS.values()] + [(FulfillmentCreateRequest, "validation")]
+    mode: Literal["validation"] = "validation"
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(spec.dto, mode) for spec in KINDS.values()]
+    models.append((FulfillmentCreateRequest, mode))
     names, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
     schemas.update(_answer_schemas())

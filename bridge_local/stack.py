@@ -1,6 +1,12 @@
 """The local stack: moto's DynamoDB server, tables from template.yaml, the TOP sandbox, and an HTTP server
 that turns each request into the API Gateway (HTTP API v2) event Lambda would receive and calls the same
 handler. Used by ``make run`` and by the integration tests.
+
+Concurrency is Lambda's and DynamoDB's: requests are served on threads, each function runs one invocation at a
+time per instance in a pool of independently loaded instances (``functions.FunctionPool``; HTTP routes and
+schedules alike), and moto answers one DynamoDB request at a time (``moto_fixes``). With ``state_file`` the
+tables are saved and loaded again at the next start (``persistence``); with ``secrets_file`` the secrets are
+re-read before each invocation (``local_secrets``). Both are off unless set, as in the tests.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import boto3
 from taobao_bridge.settings import ENV, LOCAL_DEFAULTS
 
 from . import apigw
-from .template import create_local_tables, http_routes, load_handler, load_template, scheduled_functions
+from .functions import DEFAULT_MAX_INSTANCES, FunctionPool
+from .template import Route, ScheduledFunction, create_local_tables, http_routes, load_template, scheduled_functions
 
-__all__ = ["PROJECT_ROOT", "LocalStack", "StackConfig"]
+__all__ = ["LOCAL_DIR", "PROJECT_ROOT", "LocalStack", "StackConfig"]
 
 log = logging.getLogger("bridge_local")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = PROJECT_ROOT / ".local"  # git-ignored: the saved tables and the local secrets of `make run`
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
 
 # Environment that makes the package behave as it does in Lambda, minus AWS: fake credentials so boto3
@@ -57,9 +65,15 @@ class StackConfig:
     run_schedules: bool = True
     template_path: Path = PROJECT_ROOT / "template.yaml"
     overrides: dict[str, str] = field(default_factory=dict)  # environment for the functions
+    max_instances: int = DEFAULT_MAX_INSTANCES  # per function without ReservedConcurrentExecutions
+    state_file: Path | None = None  # None: the tables live in memory only; `make run`: .local/dynamodb.json
+    state_save_interval_s: float = 5.0
+    fresh: bool = False  # with state_file: start with empty tables (the old file is kept as .bak)
+    secrets_file: Path | None = None  # None: secrets from overrides and defaults; `make run`: .local/secrets.json
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, fresh: bool = False) -> StackConfig:
+        """The configuration of ``make run``: the documented variables, tables saved under ``.local/``."""
         env = os.environ if environ is None else environ
         overrides = {
             name: env[name]
@@ -73,6 +87,9 @@ class StackConfig:
             top_gateway_url=env.get(ENV.TOP_GATEWAY_URL) or None,
             sync_interval_s=float(env.get("SYNC_INTERVAL", "10")),
             overrides=overrides,
+            state_file=LOCAL_DIR / "dynamodb.json",
+            fresh=fresh,
+            secrets_file=LOCAL_DIR / "secrets.json",
         )
 
 
@@ -84,8 +101,10 @@ class LocalStack:
         self.template = load_template(self.config.template_path)
         self.routes = http_routes(self.template)
         self.schedules = scheduled_functions(self.template)
+        self.pools = self._function_pools()
         self.environment: dict[str, str] = {}
         self.created_tables: list[str] = []
+        self.state_lines: list[str] = []  # what loading the saved tables did, for the start banner
         self.dynamodb_endpoint = ""
         self.sandbox: Any = None
         self._moto: Any = None
@@ -93,17 +112,40 @@ class LocalStack:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._saved_environ: dict[str, str | None] = {}
+        self._state: Any = None  # persistence.StateKeeper
+        self._secrets: Any = None  # local_secrets.SecretsWatcher
+        self._in_flight = 0  # invocations running now; stop() lets them finish before the final save
+        self._settled = threading.Condition()
+
+    def _function_pools(self) -> dict[str, FunctionPool]:
+        # One pool per function (IntakeFunction has several routes), sized by its reserved concurrency.
+        pools: dict[str, FunctionPool] = {}
+        functions: list[Route | ScheduledFunction] = [*self.routes, *self.schedules]
+        for function in functions:
+            if function.function_id not in pools:
+                pools[function.function_id] = FunctionPool(
+                    function.function_id,
+                    function.code_uri,
+                    function.handler,
+                    PROJECT_ROOT,
+                    max_instances=function.reserved_concurrency or self.config.max_instances,
+                )
+        return pools
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> LocalStack:
         try:
             self._start_dynamodb()
+            self._watch_secrets()
             self._start_sandbox()
             self._apply_environment()
             self.created_tables = create_local_tables(self.dynamodb_client(), self.template)
+            self._restore_state()
             self._start_http()
             if self.config.run_schedules and self.schedules:
                 self._start_schedules()
+            if self._state is not None:
+                self._state.start()
         except BaseException:
             self.stop()
             raise
@@ -118,6 +160,11 @@ class LocalStack:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
+        with self._settled:  # requests already accepted finish (their threads are daemons nobody joins)
+            self._settled.wait_for(lambda: self._in_flight == 0, timeout=30)
+        if self._state is not None:
+            self._state.stop()  # after the last request: the final save is the state the callers were told
+            self._state = None
         if self.sandbox is not None:
             self.sandbox.stop()
             self.sandbox = None
@@ -130,6 +177,10 @@ class LocalStack:
             else:
                 os.environ[name] = value
         self._saved_environ.clear()
+        # Clients made while this stack ran talk to its (stopped) moto: let the next user make its own.
+        from taobao_bridge import dynamo
+
+        dynamo._clients.clear()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -169,12 +220,59 @@ class LocalStack:
         host, port = self._moto.get_host_and_port()
         self.dynamodb_endpoint = f"http://{host}:{port}"
 
+    def _restore_state(self) -> None:
+        if self.config.state_file is None:
+            return
+        from .persistence import StateKeeper
+
+        self._state = StateKeeper(self.config.state_file, self.template, self.config.state_save_interval_s)
+        self.state_lines = self._state.restore(fresh=self.config.fresh)
+        for line in self.state_lines:
+            log.debug("local tables: %s", line)
+
+    def _watch_secrets(self) -> None:
+        if self.config.secrets_file is None:
+            return
+        from .local_secrets import ENV_BY_KEY, SecretsWatcher
+
+        for name in ENV_BY_KEY.values():  # stop() puts the environment back as it was
+            self._saved_environ.setdefault(name, os.environ.get(name))
+        base = {name: value for name, value in self.config.overrides.items() if name in ENV_BY_KEY.values()}
+        self._secrets = SecretsWatcher(self.config.secrets_file, base, on_change=self._secrets_changed)
+        self._secrets.apply()
+
+    def _secrets_changed(self, values: dict[str, str]) -> None:
+        if self.sandbox is None:
+            return
+        # The sandbox checks calls against the key, secret and session it was started with; telling it about
+        # new ones is its API's business (see the README). Without that API, say what the calls will meet.
+        update = getattr(self.sandbox, "set_credentials", None)
+        if callable(update):
+            credentials = {**LOCAL_DEFAULTS, **values}
+            update(
+                app_key=credentials[ENV.TOP_APP_KEY],
+                app_secret=credentials[ENV.TOP_APP_SECRET],
+                session_key=credentials[ENV.TOP_SESSION_KEY],
+            )
+        else:
+            log.warning(
+                "the TOP sandbox still expects the app key, app secret and session key it started with; "
+                "restart `make run` (the tables are kept) for it to take the new ones"
+            )
+
+    def _secret_values(self) -> dict[str, str]:
+        """The four secret settings the functions get now: local defaults, overrides, the secrets file."""
+        values = {**LOCAL_DEFAULTS, **self.config.overrides}
+        if self._secrets is not None:
+            values.update(self._secrets.effective)
+        return values
+
     def _start_sandbox(self) -> None:
         if self.config.top_gateway_url:
             return
         from .top_sandbox import TopSandbox
 
-        values = {**LOCAL_DEFAULTS, **self.config.overrides}
+        values = self._secret_values()
         self.sandbox = TopSandbox(
             app_key=values[ENV.TOP_APP_KEY],
             app_secret=values[ENV.TOP_APP_SECRET],
@@ -194,6 +292,8 @@ class LocalStack:
         env["AWS_ENDPOINT_URL_DYNAMODB"] = self.dynamodb_endpoint
         env[ENV.TOP_GATEWAY_URL] = self.config.top_gateway_url or self.sandbox.url
         env.update(self.config.overrides)
+        if self._secrets is not None:
+            env.update(self._secrets.effective)  # the watcher owns these from now on
         self.environment = env
         for name, value in env.items():
             self._saved_environ.setdefault(name, os.environ.get(name))
@@ -215,20 +315,33 @@ class LocalStack:
         self._spawn("http", self._http.serve_forever)
 
     def _start_schedules(self) -> None:
-        # One thread runs the schedules one after another: in Lambda each function has its own process, here
-        # they share Powertools' logger and metrics state, which concurrent runs would mix up.
-        self._spawn("schedules", self._run_schedules)
+        # One thread per schedule, as EventBridge Scheduler invokes each function on its own; each function's
+        # pool (reserved concurrency 1) keeps two runs of one function from overlapping.
+        for schedule in self.schedules:
+            if schedule.enabled:
+                self._spawn(f"schedule-{schedule.function_id}", lambda schedule=schedule: self._run_schedule(schedule))
 
-    def _run_schedules(self) -> None:
+    def _run_schedule(self, schedule: Any) -> None:
         while not self._stopping.wait(self.config.sync_interval_s):
-            for schedule in self.schedules:
-                if self._stopping.is_set():
-                    return
-                self.run_schedule_once(schedule)
+            self.run_schedule_once(schedule)
+
+    def _invoke(self, function_id: str, event: dict[str, Any], timeout_s: float, memory_mb: int) -> Any:
+        """One invocation of a function, on one of its instances, with the secrets as they are now."""
+        with self._settled:
+            self._in_flight += 1
+        try:
+            if self._secrets is not None:
+                self._secrets.apply()
+            return self.pools[function_id].invoke(
+                event, lambda: apigw.lambda_context(function_id, timeout_s, memory_mb)
+            )
+        finally:
+            with self._settled:
+                self._in_flight -= 1
+                self._settled.notify_all()
 
     def run_schedule_once(self, schedule: Any) -> Any:
         """Invoke one scheduled function as EventBridge Scheduler would; returns its result (None if it raised)."""
-        handler = load_handler(PROJECT_ROOT, schedule.code_uri, schedule.handler)
         event = {
             "version": "0",
             "id": f"local-{time.time_ns()}",
@@ -240,9 +353,8 @@ class LocalStack:
             "resources": [f"local:{schedule.function_id}"],
             "detail": {},
         }
-        context = apigw.lambda_context(schedule.function_id, schedule.timeout_s, schedule.memory_mb)
         try:
-            result = handler(event, context)
+            result = self._invoke(schedule.function_id, event, schedule.timeout_s, schedule.memory_mb)
         except Exception:
             log.exception("%s failed", schedule.function_id)
             return None
@@ -273,9 +385,8 @@ class LocalStack:
             route_key=route.route_key,
             path_parameters=path_parameters or None,
         )
-        handler = load_handler(PROJECT_ROOT, route.code_uri, route.handler)
         try:
-            result = handler(event, apigw.lambda_context(route.function_id, route.timeout_s, route.memory_mb))
+            result = self._invoke(route.function_id, event, route.timeout_s, route.memory_mb)
         except Exception:
             log.exception("%s raised", route.function_id)
             return 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'

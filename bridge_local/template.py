@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -26,6 +27,7 @@ __all__ = [
     "create_local_tables",
     "dynamodb_tables",
     "http_routes",
+    "load_function_instance",
     "load_handler",
     "load_template",
     "parse_rate",
@@ -304,6 +306,8 @@ class Route:
     environment: dict[str, str] = field(default_factory=dict)
     timeout_s: int = _DEFAULT_TIMEOUT_S
     memory_mb: int = _DEFAULT_MEMORY_MB
+    reserved_concurrency: int | None = None
+    """``ReservedConcurrentExecutions``: the most instances of the function that run at once (None: no limit)."""
 
     @property
     def route_key(self) -> str:
@@ -324,6 +328,7 @@ class ScheduledFunction:
     enabled: bool = True
     timeout_s: int = _DEFAULT_TIMEOUT_S
     memory_mb: int = _DEFAULT_MEMORY_MB
+    reserved_concurrency: int | None = None
 
 
 def _globals(template: Mapping[str, Any], section: str) -> dict[str, Any]:
@@ -376,6 +381,11 @@ def _functions(template: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any
             "environment": _environment(template, properties),
             "timeout_s": _int_setting(template, logical_id, properties, "Timeout", _DEFAULT_TIMEOUT_S),
             "memory_mb": _int_setting(template, logical_id, properties, "MemorySize", _DEFAULT_MEMORY_MB),
+            "reserved_concurrency": (
+                _int_setting(template, logical_id, properties, "ReservedConcurrentExecutions", 0)
+                if "ReservedConcurrentExecutions" in properties
+                else None
+            ),
         }
         yield logical_id, settings, dict(properties.get("Events") or {})
 
@@ -465,26 +475,27 @@ def scheduled_functions(template: Mapping[str, Any]) -> list[ScheduledFunction]:
 _handler_cache: dict[tuple[str, str, str], Callable[..., Any]] = {}
 
 
-def load_handler(project_root: str | Path, code_uri: str, handler: str) -> Callable[..., Any]:
-    """Import ``<code_uri>/<module>.py`` under a module name unique to that folder and return the handler.
-
-    Every function folder has its own ``app.py``; importing them by file path under distinct names keeps
-    them apart in ``sys.modules``. Cached per (project root, code_uri, handler): one "container" each.
-    """
-    root = Path(project_root).resolve()
-    key = (str(root), code_uri, handler)
-    if key in _handler_cache:
-        return _handler_cache[key]
+def _handler_source(project_root: str | Path, code_uri: str, handler: str) -> tuple[Path, str, str]:
+    """(the handler's file, its module path, the attribute) for ``code_uri`` and ``module.function``."""
     module_path, _, attribute = handler.rpartition(".")
     if not module_path or not attribute:
         raise ValueError(f"handler {handler!r}: expected 'module.function'")
-    source = root / code_uri / (module_path.replace(".", "/") + ".py")
+    source = Path(project_root).resolve() / code_uri / (module_path.replace(".", "/") + ".py")
     if not source.is_file():
         raise FileNotFoundError(f"handler {handler!r}: {source} does not exist")
+    return source, module_path, attribute
+
+
+def _module_name(source: Path, code_uri: str, module_path: str, suffix: str = "") -> str:
     # Unique per file: two functions' app.py (or two project roots in tests) never share a module.
     slug = re.sub(r"\W", "_", f"{code_uri.strip('/')}__{module_path}")
     digest = hashlib.sha1(str(source).encode(), usedforsecurity=False).hexdigest()[:8]
-    module_name = f"_bridge_function_{slug}_{digest}"
+    return f"_bridge_function_{slug}_{digest}" + re.sub(r"\W", "_", suffix)
+
+
+def _execute_module(
+    source: Path, module_name: str, handler: str, attribute: str
+) -> tuple[ModuleType, Callable[..., Any]]:
     spec = importlib.util.spec_from_file_location(module_name, source)
     if spec is None or spec.loader is None:  # pragma: no cover - only for non-.py files
         raise ImportError(f"cannot import {source}")
@@ -499,5 +510,35 @@ def load_handler(project_root: str | Path, code_uri: str, handler: str) -> Calla
     function = getattr(module, attribute, None)
     if not callable(function):
         raise AttributeError(f"handler {handler!r}: {source} has no callable {attribute!r}")
+    return module, function
+
+
+def load_handler(project_root: str | Path, code_uri: str, handler: str) -> Callable[..., Any]:
+    """Import ``<code_uri>/<module>.py`` under a module name unique to that folder and return the handler.
+
+    Every function folder has its own ``app.py``; importing them by file path under distinct names keeps
+    them apart in ``sys.modules``. Cached per (project root, code_uri, handler): one "container" each. The
+    local stack itself does not use this one: it loads an instance per concurrent invocation
+    (``load_function_instance``).
+    """
+    key = (str(Path(project_root).resolve()), code_uri, handler)
+    if key in _handler_cache:
+        return _handler_cache[key]
+    source, module_path, attribute = _handler_source(project_root, code_uri, handler)
+    _, function = _execute_module(source, _module_name(source, code_uri, module_path), handler, attribute)
     _handler_cache[key] = function
     return function
+
+
+def load_function_instance(
+    project_root: str | Path, code_uri: str, handler: str, instance: str
+) -> tuple[ModuleType, Callable[..., Any]]:
+    """A fresh copy of the handler's module, as a new Lambda execution environment would import it: its
+    module-level state (the Powertools resolver and its current event, caches) belongs to this copy alone.
+
+    ``instance`` names the copy (``QimenCallbackFunction-2``); loading the same name again replaces it. What the
+    module imports is shared: ``taobao_bridge`` keeps no per-invocation state at module level; Powertools does,
+    which ``bridge_local.functions`` deals with.
+    """
+    source, module_path, attribute = _handler_source(project_root, code_uri, handler)
+    return _execute_module(source, _module_name(source, code_uri, module_path, f"__{instance}"), handler, attribute)
