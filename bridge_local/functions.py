@@ -4,11 +4,10 @@ Lambda gives each execution environment (instance) one event at a time and start
 are busy, up to the function's concurrency. Handler modules rely on that: their module-level objects (the
 Powertools resolver ``app``, its routes' context, the logger's keys) hold one invocation's state at a time, so two
 requests sharing one loaded module can be processed with each other's event. The local stack runs requests on
-threads, so here
-each function has a ``FunctionPool``: up to ``max_instances`` independently loaded copies of its handler module
-(``template.load_function_instance``), each serving one invocation at a time. A request that finds every
-instance busy waits for one (Lambda would start another or throttle); functions with
-``ReservedConcurrentExecutions`` never run more instances than that.
+threads, so here each function has a ``FunctionPool``: up to ``max_instances`` independently loaded copies of its
+handler module (``template.load_function_instance``), each serving one invocation at a time. A request that finds
+every instance busy waits for one (Lambda would start another or throttle); a function with
+``ReservedConcurrentExecutions`` in template.yaml never runs more instances than that.
 
 Loading a module twice is not enough, because Powertools keeps some per-invocation state process-wide, which
 in Lambda is the same thing as per instance:

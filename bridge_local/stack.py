@@ -315,8 +315,8 @@ class LocalStack:
         self._spawn("http", self._http.serve_forever)
 
     def _start_schedules(self) -> None:
-        # One thread per schedule, as EventBridge Scheduler invokes each function on its own; each function's
-        # pool (reserved concurrency 1) keeps two runs of one function from overlapping.
+        # One thread per schedule, as EventBridge Scheduler invokes each function on its own. A run started by
+        # hand (run_schedule_once) may overlap a scheduled one, as in AWS: the outbox lease keeps them apart.
         for schedule in self.schedules:
             if schedule.enabled:
                 self._spawn(f"schedule-{schedule.function_id}", lambda schedule=schedule: self._run_schedule(schedule))

@@ -176,6 +176,19 @@ class Gateway:
         with self._lock:
             self.session_key = session_key
 
+    def set_credentials(
+        self, *, app_key: str | None = None, app_secret: str | None = None, session_key: str | None = None
+    ) -> None:
+        """The app key, secret and seller session the gateway accepts from now on (the local stack calls this when
+        its secrets file changes); None keeps a value."""
+        with self._lock:
+            if app_key:
+                self.app_key = app_key
+            if app_secret:
+                self._app_secret = app_secret
+            if session_key:
+                self.session_key = session_key
+
     def reset(self) -> None:
         """All faults off and any active ban lifted."""
         self.replace_faults(Faults())
