@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench chaos events build deploy-dev clean
+.PHONY: run test lint typecheck bench chaos fuzz events build deploy-dev clean
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 ## chaos: every fault at once on 10,000 records; prints the table (docs/RELIABILITY.md) and exits 1 on a broken guarantee
 chaos: $(STAMP)
 	$(PY) -m chaos --records 10000 --seed 1
+
+## fuzz: 1,000 generated requests per route through the local API Gateway + Lambda path (make test runs 100)
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -p no:xdist tests/integration/test_fuzz_http.py
 
 ## events: regenerate the sample API Gateway events in events/
 events: $(STAMP)

@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+
+from taobao_bridge.errors import BridgeError
 from taobao_bridge.settings import ENV, LOCAL_DEFAULTS, SECRET_KEYS
 
 SECRET_NAMES = sorted(SECRET_KEYS.values())
@@ -226,7 +230,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
     for chatty in ("botocore", "boto3", "httpx", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (OSError, ValueError, httpx.HTTPError, BridgeError, BotoCoreError, ClientError) as exc:
+        # One clear line and a non-zero exit: an unreachable stack, a missing file or bad JSON is not a crash.
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, httpx.HTTPError):
+        try:
+            text += f" (calling {exc.request.url.copy_with(query=None)}; is the local stack running?)"
+        except RuntimeError:  # an error raised before any request was built
+            pass
+    return text[:300]
 
 
 if __name__ == "__main__":

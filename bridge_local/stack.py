@@ -36,6 +36,7 @@ __all__ = ["LOCAL_DIR", "PROJECT_ROOT", "LocalStack", "StackConfig"]
 log = logging.getLogger("bridge_local")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = PROJECT_ROOT / ".local"  # git-ignored: the saved tables and the local secrets of `make run`
+OPENAPI_PATH = "/openapi.json"  # the OpenAPI description of the routes (bridge_local/openapi.py)
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
 
 # Environment that makes the package behave as it does in Lambda, minus AWS: fake credentials so boto3
@@ -372,6 +373,10 @@ class LocalStack:
     ) -> tuple[int, dict, bytes]:
         """What API Gateway + Lambda would answer for one HTTP request."""
         parts = urlsplit(target)
+        if method == "GET" and parts.path == OPENAPI_PATH:  # the local stack's own: API Gateway has no such route
+            from .openapi import build
+
+            return 200, {"content-type": "application/json"}, json.dumps(build(), ensure_ascii=False).encode("utf-8")
         found = apigw.match_route(self.routes, method, parts.path)
         if found is None:
             return 404, {"content-type": "application/json"}, b'{"message":"Not Found"}'

@@ -111,8 +111,10 @@ def answer(stack: Any, method: str, target: str, body: bytes, headers: list[tupl
         raise AssertionError(f"not JSON: {status} {out[:200]!r} for {body[:200]!r}") from None
 
 
-def test_the_openapi_document_lists_every_route(stack: Any) -> None:
-    paths = set(build()["paths"])
+def test_the_openapi_document_lists_every_route_and_the_stack_serves_it(stack: Any) -> None:
+    status, served = answer(stack, "GET", "/openapi.json", b"", [])
+    assert status == 200 and served == json.loads(json.dumps(build()))
+    paths = set(served["paths"])
     assert paths == {
         "/qimen",
         *(f"/v1/{s.path}" for s in KINDS.values()),
