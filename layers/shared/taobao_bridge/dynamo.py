@@ -6,6 +6,7 @@ errors into ``StorageError``.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -66,6 +67,11 @@ RETRYABLE_CODES = frozenset(
     }
 )
 RETRYABLE_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+
+# botocore logs whole requests and answers at DEBUG, and ours carry merchants' records and orders (names, phone
+# numbers): keep that out of the logs whatever level a function or a test runs at.
+_botocore_log = logging.getLogger("botocore")
+_botocore_log.setLevel(max(logging.INFO, _botocore_log.getEffectiveLevel()))
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
