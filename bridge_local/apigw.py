@@ -187,7 +187,8 @@ def lambda_context(function_name: str, timeout_s: float, memory_mb: int = 512) -
 # ----------------------------------------------------------------------------------------------------- routes
 def _match_path(template_path: str, path: str) -> dict[str, str] | None:
     expected = template_path.strip("/").split("/") if template_path != "/" else []
-    actual = path.strip("/").split("/") if path != "/" else []
+    # Only the leading slash goes: "//qimen" has an empty first segment and matches nothing, as in API Gateway.
+    actual = path[1:].split("/") if path != "/" else []
     if (path.endswith("/") and path != "/") or not path.startswith("/"):
         return None
     parameters: dict[str, str] = {}

@@ -412,7 +412,12 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         started = time.perf_counter()
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit():  # "-1" or "abc": waiting for such a body would hang the connection
+            self._reply(400, {"content-type": "application/json"}, b'{"message":"Bad Request"}')
+            self.close_connection = True
+            return
+        length = int(declared)
         if length > MAX_BODY_BYTES:
             self._reply(413, {"content-type": "application/json"}, b'{"message":"Request Entity Too Large"}')
             self.close_connection = True
@@ -420,7 +425,10 @@ class _ApiHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         # Pairs, not a dict: the event builder joins repeated headers and splits cookies as API Gateway does.
         headers = list(self.headers.items())
-        status, out_headers, out_body = self.stack.invoke_http(self.command, self.path, headers, body)
+        # The target as sent: http.server folds a leading "//" into "/", and API Gateway does not.
+        parts = self.requestline.split(" ")
+        target = parts[1] if len(parts) == 3 else self.path
+        status, out_headers, out_body = self.stack.invoke_http(self.command, target, headers, body)
         self._reply(status, out_headers, out_body)
         log.debug("%s %s -> %s in %.1f ms", self.command, self.path, status, (time.perf_counter() - started) * 1000)
 
@@ -434,9 +442,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers of the body it does not send
+            self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+    # Every method goes through the routes, as API Gateway does: one with no route is a JSON 404, not a 501 page.
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
