@@ -258,16 +258,22 @@ def test_logs_carry_the_order_number_and_no_personal_data(stack: Any, seed_003_b
     # that uses the same formatter, so the test sees exactly the JSON lines CloudWatch would get.
     powertools = logging.getLogger("taobao-bridge")
     assert powertools.handlers, "the callback's Powertools logger is not set up"
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(powertools.handlers[0].formatter)
-    powertools.addHandler(handler)
+    # The local stack may have loaded several copies of the handler (one per concurrent invocation), each with
+    # its own formatter: read through every one; the correlation id picks the lines of this call.
+    sinks = [(io.StringIO(), existing.formatter) for existing in list(powertools.handlers)]
+    handlers = []
+    for sink, formatter in sinks:
+        handler = logging.StreamHandler(sink)
+        handler.setFormatter(formatter)
+        powertools.addHandler(handler)
+        handlers.append(handler)
     try:
         order_no = new_order_no()
         post(stack, with_order_no(seed_003_body, order_no))
     finally:
-        powertools.removeHandler(handler)
-    lines = [json.loads(line) for line in sink.getvalue().splitlines()]
+        for handler in handlers:
+            powertools.removeHandler(handler)
+    lines = [json.loads(line) for sink, _ in sinks for line in sink.getvalue().splitlines()]
     ours = [line for line in lines if line.get("correlation_id") == order_no]
     assert {line["message"] for line in ours} >= {"fulfillment order received", "fulfillment order created"}
     text = json.dumps(ours, ensure_ascii=False)
