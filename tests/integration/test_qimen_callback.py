@@ -256,6 +256,8 @@ def test_logs_carry_the_order_number_and_no_personal_data(stack: Any, seed_003_b
 
     # Powertools writes to the stdout it found at import; read its records through a handler of our own
     # that uses the same formatter, so the test sees exactly the JSON lines CloudWatch would get.
+    # The local stack loads a function's handler on its first invocation: make sure this process has one.
+    post(stack, with_order_no(seed_003_body, new_order_no()))
     powertools = logging.getLogger("taobao-bridge")
     assert powertools.handlers, "the callback's Powertools logger is not set up"
     # The local stack may have loaded several copies of the handler (one per concurrent invocation), each with
