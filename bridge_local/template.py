@@ -176,6 +176,9 @@ def _resolve_name(name: str, template: Mapping[str, Any]) -> str:
     resource = (template.get("Resources") or {}).get(name)
     if isinstance(resource, dict) and resource.get("Type") == TABLE_TYPE:
         return name
+    if isinstance(resource, dict) and resource.get("Type") == "AWS::Events::EventBus":
+        # Ref of a bus is its name; the local stack creates it under the same name (bridge_local.event_log).
+        return str(_resolve((resource.get("Properties") or {}).get("Name", name), template))
     if name in _PSEUDO_PARAMETERS:
         return _PSEUDO_PARAMETERS[name]
     raise _Unresolvable(name)
@@ -350,6 +353,16 @@ def _int_setting(
         raise ValueError(f"function {logical_id}: {name} is not a number the local stack can resolve") from None
 
 
+def _reserved_concurrency(template: Mapping[str, Any], properties: Mapping[str, Any]) -> int | None:
+    """``ReservedConcurrentExecutions`` as a number, or None (no limit) when it is absent, 0, or not known
+    locally: the template sets it through a condition (``!If`` on ``SyncReservedConcurrency``, default none)."""
+    try:
+        value = int(_resolve(properties.get("ReservedConcurrentExecutions"), template) or 0)
+    except (_Unresolvable, TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
 def _environment(template: Mapping[str, Any], properties: Mapping[str, Any]) -> dict[str, str]:
     """Globals merged with the function's own variables, resolved for the local stack.
 
@@ -381,11 +394,7 @@ def _functions(template: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any
             "environment": _environment(template, properties),
             "timeout_s": _int_setting(template, logical_id, properties, "Timeout", _DEFAULT_TIMEOUT_S),
             "memory_mb": _int_setting(template, logical_id, properties, "MemorySize", _DEFAULT_MEMORY_MB),
-            "reserved_concurrency": (
-                _int_setting(template, logical_id, properties, "ReservedConcurrentExecutions", 0)
-                if "ReservedConcurrentExecutions" in properties
-                else None
-            ),
+            "reserved_concurrency": _reserved_concurrency(template, properties),
         }
         yield logical_id, settings, dict(properties.get("Events") or {})
 

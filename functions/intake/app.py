@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -27,15 +27,17 @@ from taobao_bridge.intake import (
 from taobao_bridge.jsonutil import dumps
 from taobao_bridge.outbox import AcceptIncomplete, AcceptStatus, OutboxStore, RecordTooLarge
 from taobao_bridge.settings import load_settings, metrics_namespace
+from taobao_bridge.tracing import handler_tracer
 
 logger = Logger()
 metrics = Metrics(namespace=metrics_namespace())
-tracer = Tracer(patch_modules=["botocore"])  # only what this function calls: patching all imports them all
+tracer = handler_tracer(["botocore"])  # only what this function calls; no X-Ray SDK when tracing is off
 app = APIGatewayHttpResolver()
 
 CONTENT_TYPE = "application/json;charset=utf-8"
 _METRIC_NAMES = {
     AcceptStatus.ACCEPTED: "RecordsAccepted",
+    AcceptStatus.REPLACED: "RecordsReplaced",
     AcceptStatus.DUPLICATE: "RecordsDuplicate",
     AcceptStatus.CONFLICT: "RecordsConflict",
 }
@@ -63,7 +65,7 @@ def _intake() -> Intake:
 
 
 @app.post("/v1/<segment>")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)
 def submit(segment: str) -> Response:
     spec = spec_for_path(segment)
     results = _intake().submit(spec.kind, parse_body(_body()))
@@ -75,7 +77,7 @@ def submit(segment: str) -> Response:
 
 
 @app.get("/v1/<segment>/<record_id>")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)
 def show(segment: str, record_id: str) -> Response:
     metrics.add_metric(name="RecordLookups", unit=MetricUnit.Count, value=1)
     return _json(200, _intake().status(spec_for_path(segment).kind, unquote(record_id)))
@@ -120,6 +122,6 @@ def storage_unavailable(exc: StorageError) -> Response:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -9,17 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from taobao_bridge.kinds import Kind
 from taobao_bridge.settings import metrics_namespace
 from taobao_bridge.sync import run_scheduled
+from taobao_bridge.tracing import handler_tracer
 
 logger = Logger()
 metrics = Metrics(namespace=metrics_namespace())
-tracer = Tracer(patch_modules=["botocore", "httpx"])  # only what this function calls: patching all imports them all
+tracer = handler_tracer(["botocore", "httpx"])  # only what this function calls; no X-Ray SDK when tracing is off
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 

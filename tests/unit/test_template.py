@@ -425,10 +425,19 @@ def test_outbox_table_has_its_sparse_due_index_and_ttl(dynamodb: Any, template: 
             ],
             # Keys only: OutboxStore.due reads the keys and re-reads the records (tests/unit/test_template_expanded.py).
             "Projection": {"ProjectionType": "KEYS_ONLY"},
-        }
+        },
+        {
+            # Sparse too: only dead and unconfirmed records carry its keys (outbox.operations lists and counts them).
+            "IndexName": "attention-index",
+            "KeySchema": [
+                {"AttributeName": "attention_key", "KeyType": "HASH"},
+                {"AttributeName": "attention_at", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        },
     ]
     types = {d["AttributeName"]: d["AttributeType"] for d in outbox["AttributeDefinitions"]}
-    assert types == {"pk": "S", "due_kind": "S", "due_at": "N"}
+    assert types == {"pk": "S", "due_kind": "S", "due_at": "N", "attention_key": "S", "attention_at": "N"}
     resource = template["Resources"]["OutboxTable"]
     assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
     assert resource["Properties"]["SSESpecification"] == {"SSEEnabled": True}
@@ -487,8 +496,11 @@ def test_sync_functions_run_every_minute_with_their_settings(template: dict[str,
         assert schedule.environment["SYNC_MAX_ATTEMPTS"] == "8"
 
         properties = template["Resources"][function_id]["Properties"]
-        # New accounts (concurrency quota 10) refuse any reserved concurrency; the lease keeps runs apart.
-        assert "ReservedConcurrentExecutions" not in properties
+        # New accounts (concurrency quota 10) refuse any reserved concurrency; the lease keeps runs apart. Only
+        # SyncReservedConcurrency (default 0: none) reserves some; the local stack reads that as no limit.
+        assert properties["ReservedConcurrentExecutions"] == {
+            "Fn::If": ["HasSyncReservedConcurrency", {"Ref": "SyncReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+        }
         assert schedule.reserved_concurrency is None
         assert properties["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
         event = properties["Events"]["Every"]
@@ -505,7 +517,8 @@ def test_sync_functions_run_every_minute_with_their_settings(template: dict[str,
 def test_every_function_handler_imports_and_is_callable(template: dict[str, Any]) -> None:
     functions = {(r.code_uri, r.handler) for r in http_routes(template)}
     functions |= {(s.code_uri, s.handler) for s in scheduled_functions(template)}
-    assert len(functions) == 5  # qimen callback, intake (one handler for its routes), three sync entry points
+    # qimen callback, intake, fulfillment orders, operations (one handler each for its routes), three sync entry points
+    assert len(functions) == 7
     for code_uri, handler in functions:
         assert callable(load_handler(PROJECT_ROOT, code_uri, handler)), f"{code_uri} {handler}"
 

@@ -28,7 +28,9 @@ import pytest
 from samtranslator.translator.transform import transform
 
 from bridge_local.template import PROJECT_ROOT, TEMPLATE_PATH, load_template, parse_rate
-from taobao_bridge.kinds import Kind
+from taobao_bridge.fulfillment_store import RECEIVED_INDEX
+from taobao_bridge.kinds import KINDS, Kind
+from taobao_bridge.outbox.operations import ATTENTION_INDEX
 from taobao_bridge.outbox.store import DUE_INDEX
 from taobao_bridge.sync.report import RunReport, RunStatus
 
@@ -40,14 +42,19 @@ PSEUDO = {"AWS::Region": "ap-southeast-1", "AWS::AccountId": "123456789012", "AW
 QIMEN = "QimenCallbackFunction"
 INTAKE = "IntakeFunction"
 SYNC = ("SyncWriteoffsFunction", "SyncRiskFunction", "SyncExternalOrdersFunction")
-FUNCTIONS = (QIMEN, INTAKE, *SYNC)
+OPERATIONS = "OperationsFunction"
+ORDERS = "FulfillmentOrdersFunction"
+ORDER_EVENTS = "FulfillmentEventsFunction"
+FUNCTIONS = (QIMEN, INTAKE, *SYNC, OPERATIONS, ORDERS, ORDER_EVENTS)
 
 # What each function's code path sends to DynamoDB, as IAM actions on (table | table/index/name). Transactions
 # are authorized item action by item action (PutItem/UpdateItem), never as "TransactWriteItems".
 #   qimen_callback: FulfillmentStore.create -> TransactWriteItems(Put order, Update inventory item)
 #   intake: OutboxStore.accept (TransactWriteItems of Puts; GetItem, BatchGetItem read-backs), OutboxStore.get
 #   sync: OutboxStore.due (Query due-index, BatchGetItem), settle (BatchWriteItem); RunControl (Get/Put/Update/
-#         DeleteItem of leases, bans, pauses)
+#         DeleteItem of leases, bans, pauses; UpdateItem of the synced counters)
+#   operations: RecordOperations (Query both indexes, BatchGetItem, UpdateItem of records); RunControl (GetItem,
+#         BatchGetItem of counters, UpdateItem and DeleteItem of bans and pauses)
 INTENDED_DYNAMODB = {
     QIMEN: {("dynamodb:PutItem", "FulfillmentOrdersTable"), ("dynamodb:UpdateItem", "InventoryTable")},
     INTAKE: {(f"dynamodb:{a}", "OutboxTable") for a in ("PutItem", "GetItem", "BatchGetItem")},
@@ -59,6 +66,26 @@ INTENDED_DYNAMODB = {
         }
         for function_id in SYNC
     },
+    OPERATIONS: {("dynamodb:Query", f"OutboxTable/index/{index}") for index in (DUE_INDEX, ATTENTION_INDEX)}
+    | {(f"dynamodb:{a}", "OutboxTable") for a in ("BatchGetItem", "UpdateItem", "GetItem", "DeleteItem")},
+    # fulfillment_orders: FulfillmentStore.get (GetItem) and received_on (Query received-index); never a write
+    ORDERS: {
+        ("dynamodb:GetItem", "FulfillmentOrdersTable"),
+        ("dynamodb:Query", f"FulfillmentOrdersTable/index/{RECEIVED_INDEX}"),
+    },
+    # fulfillment_events reads the table's stream only (SAM's stream-reading role), never the table
+    ORDER_EVENTS: set(),
+}
+# The operators' routes (OperationsFunction); OperatorPolicy allows exactly these.
+OPERATOR_ROUTES = {
+    ("GET", "/v1/{kind}"),
+    ("POST", "/v1/{kind}/retry"),
+    ("POST", "/v1/{kind}/{id}/retry"),
+    ("GET", "/v1/ops/status"),
+    ("POST", "/v1/ops/bans/{scope}/lift"),
+    ("POST", "/v1/ops/flows/{kind}/pause"),
+    ("POST", "/v1/ops/flows/{kind}/resume"),
+    ("POST", "/v1/ops/flows/{kind}/clear-session-pause"),
 }
 # Platform credentials: the Qimen secret (callback) and the TOP keys (sync). Intake signs nothing.
 READS_SECRET = {QIMEN, *SYNC}
@@ -217,6 +244,13 @@ def emitted_metrics() -> frozenset[str]:
                 for keyword in node.keywords:
                     if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
                         names.add(str(keyword.value.value))
+    return frozenset(names | run_report_metrics())
+
+
+@cache
+def run_report_metrics() -> frozenset[str]:
+    """Every name ``RunReport.metric_values`` yields for a run that did everything once, in every final status."""
+    names: set[str] = set()
     for status in RunStatus:
         report = RunReport(kind=Kind.WRITEOFF.value, status=status)
         for field in dataclasses.fields(report):
@@ -227,6 +261,11 @@ def emitted_metrics() -> frozenset[str]:
                 setattr(report, field.name, [1])
         names |= {name for name, _, _ in report.metric_values()}
     return frozenset(names)
+
+
+def qimen_callback_metrics() -> frozenset[str]:
+    """Every name in the Qimen callback's outcome table."""
+    return frozenset(_strings(_load_app(PROJECT_ROOT / "functions" / "qimen_callback").METRICS))
 
 
 def handler_dimension_calls() -> list[str]:
@@ -292,11 +331,27 @@ def check_no_scan(t: dict[str, Any]) -> None:
 def check_leading_keys(t: dict[str, Any]) -> None:
     records = {f"{kind.value}#*" for kind in Kind}
     control = {f"{prefix}#*" for prefix in control_key_prefixes()}
-    assert control == {"lease#*", "ban#*", "pause#*"}, control
+    assert control == {"lease#*", "ban#*", "pause#*", "count#*"}, control
 
     def leading_keys(function_id: str, action: str) -> set[str]:
         (statement,) = [s for s in role_statements(t, function_id) if action in s["Action"]]
         return set(statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"])
+
+    def item_grants(function_id: str) -> set[tuple[str, str]]:  # (action, leading key) of every item statement
+        return {
+            (action, key)
+            for s in role_statements(t, function_id)
+            if "Condition" in s
+            for action in s["Action"]
+            for key in s["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        }
+
+    # Operators: records read and retried; leases, bans and pauses read; counters read; bans and pauses changed.
+    operations = {(a, key) for a in ("dynamodb:BatchGetItem", "dynamodb:UpdateItem") for key in records}
+    operations |= {("dynamodb:GetItem", key) for key in ("lease#*", "ban#*", "pause#*")}
+    operations |= {("dynamodb:BatchGetItem", "count#*")}
+    operations |= {(a, key) for a in ("dynamodb:UpdateItem", "dynamodb:DeleteItem") for key in ("ban#*", "pause#*")}
+    assert item_grants(OPERATIONS) == operations
 
     for action in ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"):
         assert leading_keys(INTAKE, action) == records, action  # never the sync's control items
@@ -334,6 +389,9 @@ def check_route_authorization(t: dict[str, Any]) -> None:
         ("POST", "/v1/risk-records"),
         ("POST", "/v1/external-orders"),
         ("GET", "/v1/{kind}/{id}"),
+        ("GET", "/v1/fulfillment-orders"),
+        ("GET", "/v1/fulfillment-orders/{fulfillment_order_no}"),
+        *OPERATOR_ROUTES,
     }
     for (method, path), security in routes.items():
         if path.startswith("/v1/"):
@@ -342,18 +400,36 @@ def check_route_authorization(t: dict[str, Any]) -> None:
             assert security == [{"NONE": []}], (method, path)
 
 
-def check_merchant_policy(t: dict[str, Any]) -> None:
-    (policy_id, policy) = next(iter(resources(t, "AWS::IAM::ManagedPolicy").items()))
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Action"] == "execute-api:Invoke"
+def _invoke_resources(t: dict[str, Any], function_id: str) -> set[str]:
+    """What a policy allowing exactly ``function_id``'s routes lists: one resource per route, ``{kind}`` as each
+    kind's path (``/v1/*`` would reach other functions' routes: ``*`` spans slashes), other parameters as ``*``."""
+    (api,) = resources(t, "AWS::ApiGatewayV2::Api").values()
     prefix = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/"
-    expected = {
-        prefix + method + re.sub(r"\{[^}]+\}", "*", path)
-        for (method, path), security in _routes(t).items()
-        if security == [{"AWS_IAM": []}]
-    }
-    assert {resource["Fn::Sub"] for resource in statement["Resource"]} == expected
-    assert t["Outputs"]["MerchantIntakePolicyArn"]["Value"] == {"Ref": policy_id}
+    found = set()
+    for path, operations in api["Properties"]["Body"]["paths"].items():
+        for method, operation in operations.items():
+            if f"${{{function_id}.Arn}}" in json.dumps(operation["x-amazon-apigateway-integration"]["uri"]):
+                paths = [path.replace("/v1/{kind}", f"/v1/{spec.path}") for spec in KINDS.values()]
+                for concrete in paths if path.startswith("/v1/{kind}") else [path]:
+                    found.add(prefix + method.upper() + re.sub(r"\{[^}]+\}", "*", concrete))
+    return found
+
+
+def _policy_resources(t: dict[str, Any], policy_id: str) -> set[str]:
+    (statement,) = t["Resources"][policy_id]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "execute-api:Invoke"
+    return {resource["Fn::Sub"] for resource in statement["Resource"]}
+
+
+def check_merchant_policy(t: dict[str, Any]) -> None:
+    assert _policy_resources(t, "MerchantIntakePolicy") == _invoke_resources(t, INTAKE)
+    assert not any("/ops/" in resource for resource in _policy_resources(t, "MerchantIntakePolicy"))
+    assert t["Outputs"]["MerchantIntakePolicyArn"]["Value"] == {"Ref": "MerchantIntakePolicy"}
+
+
+def check_operator_policy(t: dict[str, Any]) -> None:
+    assert _policy_resources(t, "OperatorPolicy") == _invoke_resources(t, OPERATIONS)
+    assert t["Outputs"]["OperatorPolicyArn"]["Value"] == {"Ref": "OperatorPolicy"}
 
 
 def schedule_period_s(t: dict[str, Any], function_id: str) -> int:
@@ -388,16 +464,45 @@ def check_scheduled_runs_are_not_retried(t: dict[str, Any]) -> None:
         assert "Arn" in target["DeadLetterConfig"]
 
 
-def check_no_reserved_concurrency(t: dict[str, Any]) -> None:
+def reserved_concurrency(t: dict[str, Any], **overrides: str) -> dict[str, str]:
+    """Function -> ``ReservedConcurrentExecutions`` as CloudFormation resolves it with the parameters' defaults
+    (or ``overrides``); functions without one (absent, or ``AWS::NoValue``) are left out."""
+    parameters = {name: str(p.get("Default", "")) for name, p in t["Parameters"].items()} | overrides
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, dict) and "Fn::If" in value:
+            condition, if_true, if_false = value["Fn::If"]
+            return resolve(if_true if _evaluate(t["Conditions"][condition], parameters) else if_false)
+        if value == {"Ref": "AWS::NoValue"}:
+            return None
+        if isinstance(value, dict) and "Ref" in value:
+            return parameters[value["Ref"]]
+        return value
+
+    found = {}
     for function_id, function in resources(t, FUNCTION_TYPE).items():
-        assert "ReservedConcurrentExecutions" not in function["Properties"], function_id
+        value = resolve(function["Properties"].get("ReservedConcurrentExecutions"))
+        if value is not None:
+            found[function_id] = str(value)
+    return found
+
+
+def check_no_reserved_concurrency(t: dict[str, Any]) -> None:
+    # A new account (concurrency quota 10) refuses any reservation: none by default; SyncReservedConcurrency
+    # reserves for the three sync functions, and only for them, where the quota allows.
+    assert reserved_concurrency(t) == {}
+    assert reserved_concurrency(t, SyncReservedConcurrency="0") == {}
+    assert reserved_concurrency(t, SyncReservedConcurrency="1") == dict.fromkeys(SYNC, "1")
+    parameter = t["Parameters"]["SyncReservedConcurrency"]
+    assert (parameter["Type"], str(parameter["Default"]), parameter["MinValue"]) == ("Number", "0", 0)
 
 
 def check_due_index_keys_only(t: dict[str, Any]) -> None:
     table = t["Resources"]["OutboxTable"]["Properties"]
-    (index,) = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == DUE_INDEX
-    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {DUE_INDEX, ATTENTION_INDEX}
+    for index in indexes.values():  # both are read for keys, then the records by key
+        assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}, index["IndexName"]
 
 
 def check_data_is_retained(t: dict[str, Any]) -> None:
@@ -512,6 +617,74 @@ def check_alarm_delivery(t: dict[str, Any]) -> None:
     assert subscription["Properties"]["TopicArn"] == {"Ref": "AlarmTopic"}
 
 
+def _dashboard_body(t: dict[str, Any]) -> str:
+    (dashboard,) = resources(t, "AWS::CloudWatch::Dashboard").values()
+    assert dashboard["Properties"]["DashboardName"] == {"Fn::Sub": "taobao-bridge-${Stage}-${AWS::Region}"}
+    return str(dashboard["Properties"]["DashboardBody"]["Fn::Sub"])
+
+
+def dashboard_metrics(t: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(namespace, metric name, dimensions) of every metric line of the dashboard's metric widgets."""
+    found = []
+    for widget in json.loads(_dashboard_body(t))["widgets"]:  # the ${...} of Fn::Sub sit inside JSON strings
+        for line in widget["properties"].get("metrics", []):
+            fields = [f for f in line if not isinstance(f, dict)]  # the last item may be the line's options
+            assert fields[0] != "..." and len(fields) % 2 == 0, line  # spelled out, no shorthand
+            found.append((fields[0], fields[1], list(zip(fields[2::2], fields[3::2], strict=True))))
+    return found
+
+
+def check_dashboard(t: dict[str, Any]) -> None:
+    env = t["Resources"][QIMEN]["Properties"]["Environment"]["Variables"]
+    namespace, service = env["POWERTOOLS_METRICS_NAMESPACE"], env["POWERTOOLS_SERVICE_NAME"]
+    functions, queues = resources(t, FUNCTION_TYPE), resources(t, "AWS::SQS::Queue")
+    emitted, body = emitted_metrics(), _dashboard_body(t)
+    for name in re.findall(r"\$\{([^}]+)\}", body):
+        assert name in PSEUDO or name.split(".")[0] in t["Resources"], f"dashboard refers to unknown {name}"
+    custom, lambda_metrics, queue_metrics = set(), set(), set()
+    for metric_namespace, name, dimensions in dashboard_metrics(t):
+        if metric_namespace == namespace:
+            assert name in emitted, f"dashboard: no handler emits {name}"
+            assert dimensions == [("service", service)], (name, dimensions)
+            custom.add(name)
+        elif metric_namespace == "AWS/Lambda":
+            ((dimension, value),) = dimensions
+            assert dimension == "FunctionName" and value.removeprefix("${").removesuffix("}") in functions, value
+            lambda_metrics.add((name, value.removeprefix("${").removesuffix("}")))
+        elif metric_namespace == "AWS/SQS":
+            ((dimension, value),) = dimensions
+            queue = re.fullmatch(r"\$\{(\w+)\.QueueName\}", value)
+            assert dimension == "QueueName" and queue and queue.group(1) in queues, value
+            queue_metrics.add((name, queue.group(1)))
+        else:
+            raise AssertionError(f"dashboard: unexpected namespace {metric_namespace}")
+    # What it must show: every record outcome, TOP call, ban and session metric of a sync run, every Qimen
+    # answer, the schedules' DLQ depth, and errors, throttles and duration of every function.
+    required = run_report_metrics() | qimen_callback_metrics()
+    assert custom >= required, required - custom
+    assert ("ApproximateNumberOfMessagesVisible", "SyncScheduleDLQ") in queue_metrics
+    for function_id in functions:
+        for name in ("Errors", "Throttles", "Duration"):
+            assert (name, function_id) in lambda_metrics, (function_id, name)
+    # Records per kind: the sync runs' summaries, as the runner logs them.
+    (query,) = [w["properties"]["query"] for w in json.loads(body)["widgets"] if w["type"] == "log"]
+    sources = {m.group(1) for m in re.finditer(r"SOURCE '\$\{(\w+)\}'", query)}
+    sync_groups = {
+        group_id
+        for group_id, group in resources(t, "AWS::Logs::LogGroup").items()
+        if group["Properties"]["LogGroupName"] in [{"Fn::Sub": f"/aws/lambda/${{{f}}}"} for f in SYNC]
+    }
+    assert sources == sync_groups and len(sources) == len(SYNC), sources
+    (message,) = re.findall(r"filter message = '([^']+)'", query)
+    runner = (PACKAGE / "sync" / "runner.py").read_text(encoding="utf-8")
+    assert re.search(rf'logger\.info\("{re.escape(message)}", extra=\{{"report": report\.as_dict\(\)\}}\)', runner)
+    fields = set(re.findall(r"report\.(\w+)", query))
+    summary = RunReport(kind=Kind.WRITEOFF.value).as_dict()
+    assert "kind" in fields and fields <= set(summary), fields - set(summary)
+    url = t["Outputs"].get("DashboardUrl", {}).get("Value", {})
+    assert "#dashboards/dashboard/${Dashboard}" in url.get("Fn::Sub", ""), url
+
+
 def check_tracing(t: dict[str, Any]) -> None:
     for function_id, function in resources(t, FUNCTION_TYPE).items():
         properties = function["Properties"]
@@ -556,6 +729,15 @@ def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _in_dashboard(old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(t: dict[str, Any]) -> None:
+        body = t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]
+        assert old in body["Fn::Sub"], old
+        body["Fn::Sub"] = body["Fn::Sub"].replace(old, new)
+
+    return mutate
+
+
 BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
     ("intake may scan", "dynamodb_actions", lambda t: _intake_statement(t)["Action"].append("dynamodb:Scan")),
     ("intake may scan", "no_scan", lambda t: _intake_statement(t)["Action"].append("dynamodb:Scan")),
@@ -596,6 +778,38 @@ BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
         ),
     ),
     (
+        "merchants may read the operators' status",
+        "merchant_policy",
+        lambda t: t["Resources"]["MerchantIntakePolicy"]["Properties"]["PolicyDocument"]["Statement"][0][
+            "Resource"
+        ].append(
+            {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/GET/v1/*/*"}
+        ),
+    ),
+    (
+        "operators may invoke every route",
+        "operator_policy",
+        _set(
+            ["Resources", "OperatorPolicy", "Properties", "PolicyDocument", "Statement", 0, "Resource"],
+            [{"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/*"}],
+        ),
+    ),
+    (
+        "operators may delete records",
+        "leading_keys",
+        lambda t: t["Resources"][OPERATIONS]["Properties"]["Policies"][0]["Statement"][4]["Condition"][
+            "ForAllValues:StringLike"
+        ]["dynamodb:LeadingKeys"].append("writeoff#*"),
+    ),
+    (
+        "whole items in the attention index",
+        "due_index_keys_only",
+        _set(
+            ["Resources", "OutboxTable", "Properties", "GlobalSecondaryIndexes", 1, "Projection"],
+            {"ProjectionType": "ALL"},
+        ),
+    ),
+    (
         "Lambda retries runs",
         "scheduled_runs_are_not_retried",
         _set(["Resources", "SyncRiskFunction", "Properties", "EventInvokeConfig"], KeyError),
@@ -614,6 +828,24 @@ BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
         "reserved concurrency",
         "no_reserved_concurrency",
         _set(["Resources", "SyncRiskFunction", "Properties", "ReservedConcurrentExecutions"], 1),
+    ),
+    (
+        "a reservation by default",
+        "no_reserved_concurrency",
+        _set(["Parameters", "SyncReservedConcurrency", "Default"], 1),
+    ),
+    (
+        "the parameter misses a sync function",
+        "no_reserved_concurrency",
+        _set(["Resources", "SyncRiskFunction", "Properties", "ReservedConcurrentExecutions"], KeyError),
+    ),
+    (
+        "the parameter reserves for intake",
+        "no_reserved_concurrency",
+        _set(
+            ["Resources", INTAKE, "Properties", "ReservedConcurrentExecutions"],
+            {"Fn::If": ["HasSyncReservedConcurrency", {"Ref": "SyncReservedConcurrency"}, {"Ref": "AWS::NoValue"}]},
+        ),
     ),
     (
         "whole items in the due index",
@@ -655,6 +887,20 @@ BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
         _set(["Globals", "Function", "Environment", "Variables", "POWERTOOLS_TRACE_DISABLED"], "false"),
     ),
     ("old layer versions kept", "layer", _set(["Resources", "SharedLayer", "Properties", "RetentionPolicy"], "Retain")),
+    ("dashboard shows a metric nobody emits", "dashboard", _in_dashboard('"RecordsDead"', '"RecordDead"')),
+    (
+        "dashboard metric with a dimension the code does not add",
+        "dashboard",
+        _in_dashboard(
+            '"RecordsDead", "service", "taobao-bridge"', '"RecordsDead", "service", "taobao-bridge", "kind", "risk"'
+        ),
+    ),
+    ("dashboard misses a Qimen answer", "dashboard", _in_dashboard('"QimenSystemError"', '"RecordsSent"')),
+    ("dashboard misses a function", "dashboard", _in_dashboard("${SyncRiskFunction}", "${SyncWriteoffsFunction}")),
+    ("dashboard misses the schedules' DLQ", "dashboard", _in_dashboard("SyncScheduleDLQ.", "FulfillmentEventsDLQ.")),
+    ("per-kind query on a field runs do not log", "dashboard", _in_dashboard("report.dead", "report.deaths")),
+    ("per-kind query on a message nobody logs", "dashboard", _in_dashboard("'sync run finished'", "'sync run done'")),
+    ("no dashboard URL", "dashboard", _set(["Outputs", "DashboardUrl"], KeyError)),
 ]
 
 
