@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench chaos fuzz events build deploy-dev clean
 
-$(STAMP): requirements-dev.txt layers/shared/requirements.txt
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@# The layer's package and the local tools import from the checkout, as the Lambda layer would provide them.
 	@printf '%s\n%s\n' "$(CURDIR)/layers/shared" "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/taobao_bridge_checkout.pth"
+	@# The operator command .venv/bin/taobao-bridge (pyproject.toml [project.scripts]), editable: it runs this checkout.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
 ## run: the local stack (DynamoDB on moto, TOP sandbox, the HTTP API on http://127.0.0.1:$${PORT:-3000});
@@ -23,15 +25,16 @@ test: $(STAMP) lint
 	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check layers functions bridge_local tests bench chaos
-	$(PY) -m ruff format --check layers functions bridge_local tests bench chaos
+	$(PY) -m ruff check layers functions bridge_local bridge_cli tests bench chaos
+	$(PY) -m ruff format --check layers functions bridge_local bridge_cli tests bench chaos
 
 typecheck: $(STAMP)
 	$(PY) -m mypy layers/shared/taobao_bridge functions bridge_local
 
-## bench: latency of the Qimen callback on the local stack (prints figures and the command)
+## bench: the benchmark suite (issue 11): callback latency and cold start, sync throughput against a naive script and
+## taobaopy, cost per record, scale; prints one table, writes docs/BENCHMARKS.md (4 minutes; BENCH_ARGS=--scale-100k)
 bench: $(STAMP)
-	$(PY) -m bench.qimen_latency
+	$(PY) -m bench $(BENCH_ARGS)
 
 ## chaos: every fault at once on 10,000 records; prints the table (docs/RELIABILITY.md) and exits 1 on a broken guarantee
 chaos: $(STAMP)

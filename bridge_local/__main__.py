@@ -72,8 +72,9 @@ taobao-bridge local stack ready in {time.perf_counter() - started:.1f} s
   TOP gateway     {gateway}
   schedules       {schedules}
 
-Send the signed seed 003 call (again = a replay with the same partner_order_id):
-  .venv/bin/python -m bridge_local send-qimen {sample}
+Send the signed seed 003 call (again = a replay with the same partner_order_id), then look around:
+  .venv/bin/taobao-bridge send-qimen {sample}
+  .venv/bin/taobao-bridge status        (the operator command: docs/OPERATIONS.md)
 Ctrl-C stops everything.""",
         flush=True,
     )
@@ -223,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     from .control_cli import add_parser as add_control_parser
 
     add_control_parser(sub)
+
+    from .event_log import add_parser as add_events_parser
+
+    add_events_parser(sub)
 
     args = parser.parse_args(argv)
     if args.command == "secrets" and args.action != "show" and not args.key:

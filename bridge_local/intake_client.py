@@ -43,6 +43,7 @@ class IntakeSummary:
     total: int = 0
     accepted: int = 0
     duplicate: int = 0
+    replaced: int = 0  # a dead record sent again with corrected content: stored and due again
     conflict: int = 0
     invalid: int = 0  # records in chunks refused as invalid (nothing of such a chunk is stored)
     failed: int = 0  # records in chunks refused for another reason (too large, storage, transport)
@@ -52,12 +53,12 @@ class IntakeSummary:
 
     @property
     def ok(self) -> bool:
-        """Every record is stored: accepted now or before (duplicate)."""
-        return self.accepted + self.duplicate == self.total
+        """Every record is stored: accepted now or before (duplicate), or replacing a dead one (replaced)."""
+        return self.accepted + self.duplicate + self.replaced == self.total
 
     def lines(self) -> list[str]:
         out = [
-            f"{self.total} records: {self.accepted} accepted, {self.duplicate} duplicate, "
+            f"{self.total} records: {self.accepted} accepted, {self.duplicate} duplicate, {self.replaced} replaced, "
             f"{self.conflict} conflict, {self.invalid} in invalid chunks, {self.failed} failed"
         ]
         out += [f"  record {p['index']} field {p['field']}: {p['rule']}" for p in self.problems[:50]]
@@ -130,6 +131,8 @@ class IntakeClient:
                     summary.accepted += 1
                 elif status == "duplicate":
                     summary.duplicate += 1
+                elif status == "replaced":
+                    summary.replaced += 1
                 else:
                     summary.conflict += 1
                     summary.conflict_ids.append(str(record.get("id")))

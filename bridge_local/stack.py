@@ -1,6 +1,8 @@
 """The local stack: moto's DynamoDB server, tables from template.yaml, the TOP sandbox, and an HTTP server
 that turns each request into the API Gateway (HTTP API v2) event Lambda would receive and calls the same
-handler. Used by ``make run`` and by the integration tests.
+handler. Used by ``make run`` and by the integration tests. The same moto server holds the template's event bus,
+rule and event log group (``event_log``), and the template's DynamoDB stream event sources are emulated on it
+(``stream_mapping``): ``python -m bridge_local events tail`` shows the events.
 
 Concurrency is Lambda's and DynamoDB's: requests are served on threads, each function runs one invocation at a
 time per instance in a pool of independently loaded instances (``functions.FunctionPool``; HTTP routes and
@@ -29,6 +31,7 @@ from taobao_bridge.settings import ENV, LOCAL_DEFAULTS
 
 from . import apigw
 from .functions import DEFAULT_MAX_INSTANCES, FunctionPool
+from .stream_mapping import StreamPoller, StreamSource, stream_sources
 from .template import Route, ScheduledFunction, create_local_tables, http_routes, load_template, scheduled_functions
 
 __all__ = ["LOCAL_DIR", "PROJECT_ROOT", "LocalStack", "StackConfig"]
@@ -71,6 +74,8 @@ class StackConfig:
     state_save_interval_s: float = 5.0
     fresh: bool = False  # with state_file: start with empty tables (the old file is kept as .bak)
     secrets_file: Path | None = None  # None: secrets from overrides and defaults; `make run`: .local/secrets.json
+    run_streams: bool = True  # emulate the template's DynamoDB stream event sources (bridge_local.stream_mapping)
+    stream_poll_interval_s: float = 0.2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, fresh: bool = False) -> StackConfig:
@@ -102,11 +107,14 @@ class LocalStack:
         self.template = load_template(self.config.template_path)
         self.routes = http_routes(self.template)
         self.schedules = scheduled_functions(self.template)
+        self.streams = stream_sources(self.template)
         self.pools = self._function_pools()
         self.environment: dict[str, str] = {}
         self.created_tables: list[str] = []
         self.state_lines: list[str] = []  # what loading the saved tables did, for the start banner
-        self.dynamodb_endpoint = ""
+        self.dynamodb_endpoint = ""  # moto serves every AWS service the stack uses on this one endpoint
+        self.event_bus: Any = None  # event_log.LocalEventBus: where FulfillmentOrderReceived events are logged
+        self.stream_poller: StreamPoller | None = None
         self.sandbox: Any = None
         self._moto: Any = None
         self._http: ThreadingHTTPServer | None = None
@@ -121,7 +129,7 @@ class LocalStack:
     def _function_pools(self) -> dict[str, FunctionPool]:
         # One pool per function (IntakeFunction has several routes), sized by its reserved concurrency.
         pools: dict[str, FunctionPool] = {}
-        functions: list[Route | ScheduledFunction] = [*self.routes, *self.schedules]
+        functions: list[Route | ScheduledFunction | StreamSource] = [*self.routes, *self.schedules, *self.streams]
         for function in functions:
             if function.function_id not in pools:
                 pools[function.function_id] = FunctionPool(
@@ -142,6 +150,7 @@ class LocalStack:
             self._apply_environment()
             self.created_tables = create_local_tables(self.dynamodb_client(), self.template)
             self._restore_state()
+            self._start_events()
             self._start_http()
             if self.config.run_schedules and self.schedules:
                 self._start_schedules()
@@ -288,9 +297,12 @@ class LocalStack:
             env.update(route.environment)
         for schedule in self.schedules:
             env.update(schedule.environment)
+        for stream in self.streams:
+            env.update(stream.environment)
         env[ENV.BRIDGE_ENV] = "local"
         env.pop(ENV.BRIDGE_SECRET_ID, None)  # secrets come from overrides or the local defaults
         env["AWS_ENDPOINT_URL_DYNAMODB"] = self.dynamodb_endpoint
+        env["AWS_ENDPOINT_URL_EVENTBRIDGE"] = self.dynamodb_endpoint  # boto3 names it after the service id
         env[ENV.TOP_GATEWAY_URL] = self.config.top_gateway_url or self.sandbox.url
         env.update(self.config.overrides)
         if self._secrets is not None:
@@ -303,6 +315,28 @@ class LocalStack:
         from taobao_bridge import dynamo
 
         dynamo._clients.clear()
+
+    def _start_events(self) -> None:
+        """The event bus, rule and log group of the template on moto, and the stream event sources, positioned at
+        the streams' end: what restoring the saved tables wrote is not new."""
+        from .event_log import create_local_event_bus
+
+        self.event_bus = create_local_event_bus(self.dynamodb_endpoint, self.template)
+        if not (self.config.run_streams and self.streams):
+            return
+        streams = boto3.client(
+            "dynamodbstreams",
+            endpoint_url=self.dynamodb_endpoint,
+            region_name=LOCAL_ENVIRONMENT["AWS_REGION"],
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - moto accepts anything
+        )
+        poller = StreamPoller(
+            self.streams, self.dynamodb_client(), streams, self._invoke, interval_s=self.config.stream_poll_interval_s
+        )
+        poller.start_at_end()
+        self.stream_poller = poller
+        self._spawn("streams", lambda: poller.run(self._stopping))
 
     def _start_http(self) -> None:
         stack = self

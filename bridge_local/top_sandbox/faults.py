@@ -55,6 +55,9 @@ class Faults:
     timeout_processes: bool = True  # processed (records accepted) before the sleep: the "unknown outcome" case
     slow_ms: int = 0  # every /router/rest answer delayed by this much
     refuse: dict[str, list[Any]] = field(default_factory=dict)  # method -> record-key values refused
+    # method -> {field: values}: a record whose top-level field holds one of the values is refused, as the platform
+    # refuses a record for its content (e.g. a store that is not the seller's); a corrected record passes.
+    refuse_where: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     refuse_style: str = "error_response"  # or "result" (business refusal in a success envelope)
     session_expired: bool = False  # code 27 invalid-sessionkey for APIs that need a session
     # Answers of calls that reach acceptance (after refusals): a bad body wins over an odd shape.
@@ -108,6 +111,15 @@ def _check_fault_value(name: str, value: Any) -> Any:
         ):
             raise ValueError("fault refuse must map a method name to a list of record-key values")
         return {k: list(v) for k, v in value.items()}
+    if name == "refuse_where":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(method, str)
+            and isinstance(rule, Mapping)
+            and all(isinstance(key, str) and isinstance(values, (list, tuple)) for key, values in rule.items())
+            for method, rule in value.items()
+        ):
+            raise ValueError("fault refuse_where must map a method name to {field: [values]}")
+        return {method: {key: list(values) for key, values in rule.items()} for method, rule in value.items()}
     if name == "odd_answer":
         if not isinstance(value, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) and v in ODD_SHAPES for k, v in value.items()

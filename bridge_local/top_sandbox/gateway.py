@@ -351,6 +351,13 @@ class Gateway:
             for i, r in enumerate(records)
             if str(r.get(spec.record_key)) in refused_values
         ]
+        for key, values in faults.refuse_where.get(spec.method, {}).items():
+            unwanted = {str(value) for value in values}
+            refused += [
+                f"record {i} ({key}={r.get(key)}): refused by sandbox"
+                for i, r in enumerate(records)
+                if key in r and str(r.get(key)) in unwanted
+            ]
         if refused:
             refusal = spec.refusals[faults.refuse_style]("; ".join(refused))
             if isinstance(refusal, TopError):

@@ -420,6 +420,23 @@ def test_refuse_error_response_style(sandbox: TopSandbox) -> None:
     assert len(sandbox.accepted_records(WRITEOFF_METHOD)) == 2
 
 
+def test_refuse_where_refuses_by_content_and_a_corrected_record_passes(sandbox: TopSandbox) -> None:
+    bad_store = {**writeoff(2), "tb_store_id": 1}
+    sandbox.set_faults(refuse_where={WRITEOFF_METHOD: {"tb_store_id": [1]}})
+    err = error_of(call(sandbox, WRITEOFF_METHOD, [writeoff(1), bad_store]))
+    assert (err["code"], err["sub_code"]) == (15, "isv.invalid-parameter")
+    assert err["sub_msg"] == "record 1 (tb_store_id=1): refused by sandbox"
+    assert sandbox.accepted_records(WRITEOFF_METHOD) == []
+    corrected = {**bad_store, "tb_store_id": writeoff(1)["tb_store_id"]}
+    assert "error_response" not in call(sandbox, WRITEOFF_METHOD, [writeoff(1), corrected]).json()
+    assert len(sandbox.accepted_records(WRITEOFF_METHOD)) == 2
+
+
+def test_refuse_where_is_validated() -> None:
+    with pytest.raises(ValueError, match="refuse_where"):
+        Faults.from_dict({"refuse_where": {WRITEOFF_METHOD: ["tb_store_id"]}})
+
+
 def test_refuse_result_style(sandbox: TopSandbox) -> None:
     sandbox.set_faults(refuse={WRITEOFF_METHOD: [writeoff(1)["tb_biz_order_id"]], EXTERNAL_ORDER_METHOD: ["BAD"]})
     sandbox.set_faults(refuse_style="result")

@@ -14,6 +14,13 @@ Time: the Qimen callback must answer (with JSON) inside its Lambda timeout (6 s,
 wants it within about 3 s. The store therefore has its own DynamoDB client: one attempt is bounded by its connect
 and read timeouts and botocore does not retry; :meth:`FulfillmentStore.create` retries conflicts, throttling,
 5xx and connection failures itself, but starts no attempt that could end after ``budget_s`` (3 s).
+
+Listing in received order (``received-index``, template.yaml): the order item itself carries ``received_day``
+(UTC ``YYYY-MM-DD``, the index's partition: one per day, so no partition grows forever and a reader walks days
+forward) and ``received_key`` (:func:`received_key`: the receipt time with fixed-width milliseconds, then ``#`` and
+the order number, so it is unique and sorts as received). Both are written by the same Put of the same
+transaction: listing costs the callback no extra request. Orders stored before these attributes existed are not
+in the index (a GSI only holds items that have its keys); :meth:`FulfillmentStore.get` still finds them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -49,6 +56,7 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "CREATE_BUDGET_S",
     "READ_TIMEOUT_S",
+    "RECEIVED_INDEX",
     "Conflict",
     "CreateOutcome",
     "Created",
@@ -57,7 +65,11 @@ __all__ = [
     "NoInventory",
     "Replayed",
     "TooLarge",
+    "day_after",
+    "received_day",
+    "received_key",
     "store_client",
+    "time_key",
 ]
 
 
@@ -117,6 +129,31 @@ CREATE_BUDGET_S = 3.0
 _KEY_LIMITS = {"fulfillment_order_no": 2048, "store_id": 2048, "item_id": 1024}
 _MAX_ATTEMPTS = 4
 _CLIENT_KEY = "dynamodb:fulfillment"
+RECEIVED_INDEX = "received-index"
+"""The orders table's index by receipt: partition ``received_day``, sort ``received_key`` (template.yaml)."""
+
+
+def received_day(moment: datetime) -> str:
+    """The index partition of an order received at ``moment`` (aware): its UTC day, ``YYYY-MM-DD``."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def received_key(moment: datetime, fulfillment_order_no: str) -> str:
+    """The index sort key: ``YYYY-MM-DDTHH:MM:SS.mmmZ#<order number>`` in UTC. The time is fixed width, so text
+    order is time order; the number makes it unique when two orders share a millisecond."""
+    return f"{time_key(moment)}#{fulfillment_order_no}"
+
+
+def time_key(moment: datetime) -> str:
+    """``moment`` (aware) as the time part of :func:`received_key`; any key of an order received before it sorts
+    below it, any key at or after it above (the ``#`` suffix makes a key at the same millisecond longer)."""
+    utc = moment.astimezone(UTC)
+    return f"{utc.date().isoformat()}T{utc:%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def day_after(day: str) -> str:
+    """The UTC day after ``day`` (``YYYY-MM-DD``)."""
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
 def store_client() -> Any:
@@ -174,6 +211,8 @@ class FulfillmentStore:
                 "item_id": order.item_id,
                 "quantity": order.quantity,
                 "received_at": order.received_at.isoformat(),
+                "received_day": received_day(order.received_at),
+                "received_key": received_key(order.received_at, order.fulfillment_order_no),
                 "status": "CREATED",
                 "expires_at": expires_at,
             }
@@ -266,6 +305,30 @@ class FulfillmentStore:
             )
         return from_item(found["Item"]) if "Item" in found else None
 
+    def received_on(
+        self, day: str, *, after_key: str, before_key: str, limit: int, start: dict[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One Query page of the orders received on ``day`` whose ``received_key`` is above ``after_key`` and
+        below ``before_key``, in received order, at most ``limit``; and the key to pass as ``start`` for the next
+        page (None: the range is exhausted). Eventually consistent, like every index read."""
+        # after_key is exclusive: BETWEEN is inclusive, so the page starts after it through ExclusiveStartKey, which
+        # for an index names the index key and the table key (the order number, after the "#").
+        if start is None and after_key:
+            start = {"received_day": day, "received_key": after_key, "fulfillment_order_no": _order_no_of(after_key)}
+        request: dict[str, Any] = {
+            "TableName": self.orders_table,
+            "IndexName": RECEIVED_INDEX,
+            "KeyConditionExpression": "received_day = :day AND received_key BETWEEN :low AND :high",
+            "ExpressionAttributeValues": to_item({":day": day, ":low": after_key or day, ":high": before_key}),
+            "Limit": limit,
+        }
+        if start is not None:
+            request["ExclusiveStartKey"] = to_item(start)
+        with storage_errors("listing fulfillment orders (Query)"):
+            page = self.client.query(**request)
+        last = page.get("LastEvaluatedKey")
+        return [from_item(item) for item in page.get("Items", [])], (from_item(last) if last else None)
+
     def set_capacity(self, store_id: str, item_id: str, available: int) -> None:
         """Start (or reset) enforcing capacity for one store and item."""
         if available < 0:
@@ -286,6 +349,10 @@ class FulfillmentStore:
                 ConsistentRead=True,
             )
         return from_item(found["Item"]) if "Item" in found else None
+
+
+def _order_no_of(key: str) -> str:
+    return key.partition("#")[2]
 
 
 def _throttled(exc: ClientError) -> bool:

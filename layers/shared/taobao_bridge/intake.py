@@ -157,8 +157,9 @@ def parse_records(kind: Kind, body: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def accept_answer(results: Sequence[AcceptResult]) -> tuple[int, dict[str, Any]]:
-    """HTTP status and body for stored results: 202, or 409 when any record conflicts (the others were
-    still accepted: the answer lists each record's own status)."""
+    """HTTP status and body for stored results: 202 (records ``accepted``, ``replaced`` — a dead record's id sent
+    with corrected content — or ``duplicate``), or 409 when any record conflicts (the others were still accepted:
+    the answer lists each record's own status)."""
     records = [{"id": result.record_id, "status": result.status, "state": result.state} for result in results]
     conflicts = sum(1 for result in results if result.status is AcceptStatus.CONFLICT)
     if not conflicts:
@@ -172,11 +173,11 @@ def accept_answer(results: Sequence[AcceptResult]) -> tuple[int, dict[str, Any]]
 
 def incomplete_answer(results: Sequence[AcceptResult]) -> dict[str, Any]:
     """The 503 body when storage failed part-way: each record's status, so the caller knows exactly what is
-    stored (``accepted``/``duplicate``/``conflict``), what is not (``not_stored``) and what could not be checked
-    (``unknown``)."""
+    stored (``accepted``/``replaced``/``duplicate``/``conflict``), what is not (``not_stored``) and what could not
+    be checked (``unknown``)."""
     records = [{"id": result.record_id, "status": result.status, "state": result.state} for result in results]
     counts = {status.value: sum(r.status is status for r in results) for status in AcceptStatus}
-    stored = counts["accepted"] + counts["duplicate"]
+    stored = counts["accepted"] + counts["replaced"] + counts["duplicate"]
     message = (
         f"the outbox failed part-way: {stored} of {len(results)} records are stored, {counts['not_stored']} are "
         f"not, {counts['unknown']} could not be checked (see each record's status); sending the same request "

@@ -12,7 +12,21 @@ from ..jsonutil import dumps
 from ..kinds import Kind
 from .records import Dead, OutboxRecord, RecordState, Retry, Settlement, Synced, Unconfirmed
 
-__all__ = ["is_still_due", "new_item", "pk", "record_from_item", "settled_item"]
+__all__ = [
+    "ATTENTION_STATES",
+    "accept_put",
+    "attention_key",
+    "is_still_due",
+    "new_item",
+    "pk",
+    "record_from_item",
+    "settled_item",
+]
+
+# Settled states an operator must look at. Records in them carry ``attention_key`` ("<kind>#<state>") and
+# ``attention_at`` (settled, epoch ms), the keys of the sparse ``attention-index``; no other record has them, so
+# the index holds exactly the records that wait for an operator (outbox.operations lists and counts them).
+ATTENTION_STATES = (RecordState.DEAD, RecordState.UNCONFIRMED)
 
 MAX_ANSWER_BYTES = 16 * 1024
 MAX_ERROR_BYTES = 2 * 1024
@@ -21,6 +35,11 @@ MAX_ERROR_BYTES = 2 * 1024
 def pk(kind: Kind, record_id: str) -> str:
     """A record's key: ``<kind>#<record_id>``."""
     return f"{kind.value}#{record_id}"
+
+
+def attention_key(kind: Kind, state: RecordState) -> str:
+    """The ``attention-index`` partition of ``kind``'s records in ``state`` (one of ``ATTENTION_STATES``)."""
+    return f"{kind.value}#{state.value}"
 
 
 def new_item(
@@ -44,6 +63,24 @@ def new_item(
     )
 
 
+def accept_put(table_name: str, item: Mapping[str, Any], replaces: str | None) -> dict[str, Any]:
+    """The transaction's Put of ``new_item``'s ``item``: only if the key is absent, or, when it ``replaces`` a dead
+    record (the sha of its content), only if that record is still dead with that content (a retry or another
+    replacement meanwhile wins). A replacement carries ``replaced_sha256``: a read-back after a lost answer then
+    knows this accept call replaced the record rather than stored it first."""
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "Item": dict(item) if replaces is None else {**item, "replaced_sha256": {"S": replaces}},
+        "ConditionExpression": "attribute_not_exists(pk)",
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+    if replaces is not None:
+        request["ConditionExpression"] = "#state = :dead AND payload_sha256 = :old"
+        request["ExpressionAttributeNames"] = {"#state": "state"}
+        request["ExpressionAttributeValues"] = to_item({":dead": RecordState.DEAD.value, ":old": replaces})
+    return request
+
+
 def settled_item(settlement: Settlement, now: datetime, retention_days: int) -> dict[str, Any]:
     """The whole item a settlement writes (settling rewrites the item: the run's lease makes it the only writer)."""
     record = settlement.record
@@ -57,6 +94,7 @@ def settled_item(settlement: Settlement, now: datetime, retention_days: int) -> 
         "accepted_at": record.accepted_at,
         "last_error": record.last_error,
         "unknown_outcomes": record.unknown_outcomes or None,
+        "replays": record.replays or None,
     }
     expires_at = int((now + timedelta(days=retention_days)).timestamp())
     if isinstance(settlement, Synced):
@@ -87,6 +125,8 @@ def settled_item(settlement: Settlement, now: datetime, retention_days: int) -> 
             else truncate_utf8(answer if isinstance(answer, str) else dumps(answer), MAX_ANSWER_BYTES),
             settled_at=iso(now),
             expires_at=expires_at,
+            attention_key=attention_key(record.kind, RecordState.UNCONFIRMED),
+            attention_at=int(now.timestamp() * 1000),
         )
         if settlement.unknown_outcome:
             values["unknown_outcomes"] = record.unknown_outcomes + 1
@@ -98,6 +138,8 @@ def settled_item(settlement: Settlement, now: datetime, retention_days: int) -> 
             last_error=reason,
             settled_at=iso(now),
             expires_at=expires_at,
+            attention_key=attention_key(record.kind, RecordState.DEAD),
+            attention_at=int(now.timestamp() * 1000),
         )
         if not settlement.sent:
             values["attempts"] = record.attempts
@@ -136,6 +178,7 @@ def record_from_item(item: Mapping[str, Any]) -> OutboxRecord:
         platform_order_id=int(order_id) if order_id is not None else None,
         dead_reason=values.get("dead_reason"),
         unknown_outcomes=int(values.get("unknown_outcomes") or 0),
+        replays=int(values.get("replays") or 0),
     )
 
 

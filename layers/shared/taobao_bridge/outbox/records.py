@@ -52,7 +52,8 @@ class AcceptStatus(StrEnum):
 
     ACCEPTED = "accepted"  # stored now
     DUPLICATE = "duplicate"  # the same key with the same content is already stored: nothing changed
-    CONFLICT = "conflict"  # the same key is stored with different content: refused
+    CONFLICT = "conflict"  # the same key is stored with different content (not dead): refused
+    REPLACED = "replaced"  # the same key was stored dead with different content: replaced by this one, due now
     # Only after a storage failure (``AcceptIncomplete``):
     NOT_STORED = "not_stored"  # certainly not stored: send it again, corrected or not
     UNKNOWN = "unknown"  # its write failed and could not be checked: send the same content again to find out
@@ -90,12 +91,13 @@ class OutboxRecord:
     platform_order_id: int | None  # external orders, once synced
     dead_reason: str | None
     unknown_outcomes: int = 0  # sends whose outcome stayed unknown (timeouts after sending, unreadable answers)
+    replays: int = 0  # times an operator made it due again after it was dead or unconfirmed (outbox.operations)
 
 
 @dataclass(frozen=True)
 class AcceptResult:
     """The outcome for one submitted record, in the order submitted. ``state`` is the record's state now for
-    accepted and duplicate records, None for conflicts."""
+    accepted, replaced and duplicate records, None for conflicts."""
 
     record_id: str
     status: AcceptStatus
@@ -104,7 +106,8 @@ class AcceptResult:
 
 class AcceptIncomplete(StorageError):
     """Raised by ``accept`` when DynamoDB failed part-way: ``results`` says, per submitted record in order,
-    whether it is stored (``accepted``/``duplicate``/``conflict``), certainly not (``not_stored``) or unknown.
+    whether it is stored (``accepted``/``replaced``/``duplicate``/``conflict``), certainly not (``not_stored``) or
+    unknown.
     Sending the same request again is safe: stored records answer ``duplicate``."""
 
     def __init__(self, message: str, results: list[AcceptResult]) -> None:

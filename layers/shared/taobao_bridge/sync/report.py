@@ -18,6 +18,7 @@ class RunStatus(StrEnum):
     LEASED_ELSEWHERE = "leased_elsewhere"  # another run holds the kind's lease
     BANNED = "banned"  # a stored rate-limit ban is still running
     PAUSED = "paused"  # the seller session is missing or was refused with this key
+    PAUSED_BY_OPERATOR = "paused_by_operator"  # an operator paused the flow (RunControl.set_operator_pause)
     RATE_LIMITED = "rate_limited"  # the platform banned us during this run
     SESSION_EXPIRED = "session_expired"  # the platform refused the session during this run
     STORAGE_FAILED = "storage_failed"  # DynamoDB failed (detail says which step); unsettled records stay due
