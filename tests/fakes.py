@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from taobao_bridge.errors import StorageError
 from taobao_bridge.kinds import KINDS, Kind
 from taobao_bridge.outbox import (
     Dead,
+    OperatorPause,
     OutboxRecord,
     Pause,
     RecordState,
@@ -62,14 +64,34 @@ class FakeTime:
 
 class MemoryOutbox:
     """``SyncOutbox`` in a dict. ``settle_calls`` records every settle call that was written; ``fail_settles``
-    makes the next N settle calls fail as DynamoDB would (``StorageError``, nothing written)."""
+    makes the next N settle calls fail as DynamoDB would (``StorageError``, nothing written), and
+    ``refuse_settle`` every settle call it says yes to. ``due_answers`` holds the record ids each ``due`` call
+    returned. A run reads and settles from several threads: ``changed`` is notified after each call, for tests
+    that wait for one (``wait_until``); ``before_settle`` runs first in each settle call (outside the lock), for
+    tests that hold a settle back until something else happened."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[Kind, str], OutboxRecord] = {}
         self.settle_calls: list[list[Settlement]] = []
         self.due_calls = 0
+        self.due_answers: list[list[str]] = []
         self.fail_settles = 0
         self.failed_settles = 0
+        self.refuse_settle: Callable[[Sequence[Settlement]], bool] = lambda settlements: False
+        self.before_settle: Callable[[Sequence[Settlement]], object] = lambda settlements: None
+        self.changed = threading.Condition()
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+        """Block (real time) until ``condition()`` holds; False on timeout. Woken by due and settle calls, and
+        polled, since conditions may also watch other fakes."""
+        end = time.monotonic() + timeout_s
+        with self.changed:
+            while not condition():
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 0.005))
+            return True
 
     def add(self, kind: Kind, payloads: Sequence[dict[str, Any]], *, attempts: int = 0, due_at: int = 0) -> list[str]:
         spec = KINDS[kind]
@@ -112,21 +134,38 @@ class MemoryOutbox:
         return counts
 
     # the port
-    def due(self, kind: Kind, *, now_ms: int, limit: int) -> list[OutboxRecord]:
-        self.due_calls += 1
-        due = [
-            r
-            for (k, _), r in self.records.items()
-            if k is kind and r.state is RecordState.DUE and r.due_at is not None and r.due_at <= now_ms
-        ]
-        return sorted(due, key=lambda r: r.due_at or 0)[:limit]
+    def due(self, kind: Kind, *, now_ms: int, limit: int, held: Collection[OutboxRecord] = ()) -> list[OutboxRecord]:
+        skip = {record.record_id for record in held}
+        with self.changed:
+            due = [
+                r
+                for (k, record_id), r in self.records.items()
+                if k is kind
+                and record_id not in skip
+                and r.state is RecordState.DUE
+                and r.due_at is not None
+                and r.due_at <= now_ms
+            ]
+            answer = sorted(due, key=lambda r: r.due_at or 0)[:limit]
+            self.due_calls += 1
+            self.due_answers.append([r.record_id for r in answer])
+            self.changed.notify_all()
+        return answer
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
+        self.before_settle(settlements)
+        with self.changed:
+            try:
+                self._settle(settlements)
+            finally:
+                self.changed.notify_all()
+
+    def _settle(self, settlements: Sequence[Settlement]) -> None:
         keys = [(s.record.kind, s.record.record_id) for s in settlements]
         if len(set(keys)) != len(keys):
             raise ValueError("settle: the same record appears twice")
-        if self.fail_settles:
-            self.fail_settles -= 1
+        if self.fail_settles or self.refuse_settle(settlements):
+            self.fail_settles = max(0, self.fail_settles - 1)
             self.failed_settles += 1
             raise StorageError("settling records (BatchWriteItem) failed: ThrottlingException: Rate exceeded")
         self.settle_calls.append(list(settlements))
@@ -182,6 +221,7 @@ class MemoryControl:
         self.leases: dict[str, tuple[str, int]] = {}
         self.bans: dict[str, tuple[int, str]] = {}
         self.pauses: dict[str, Pause] = {}
+        self.operator_pauses: dict[str, OperatorPause] = {}
         self.lease_history: list[tuple[str, str, int]] = []  # (name, owner, until_ms) of every lease granted
 
     def acquire_lease(self, name: str, owner: str, *, until_ms: int, now_ms: int) -> bool:
@@ -212,6 +252,9 @@ class MemoryControl:
 
     def clear_pause(self, name: str) -> bool:
         return self.pauses.pop(name, None) is not None
+
+    def operator_pause(self, name: str) -> OperatorPause | None:
+        return self.operator_pauses.get(name)
 
 
 @dataclass

@@ -7,6 +7,8 @@ platform behaviour it is about and checks what the runner decided.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from taobao_bridge.errors import (
     UnreadableAnswer,
 )
 from taobao_bridge.kinds import KINDS, Kind
-from taobao_bridge.outbox import RecordState
+from taobao_bridge.outbox import OperatorPause, RecordState
 from taobao_bridge.sync import (
     APP_BAN_SCOPE,
     DAILY_QUOTA_PROBE_S,
@@ -357,6 +359,26 @@ def test_a_run_finding_the_lease_held_sends_nothing() -> None:
     assert world.control.leases[Kind.WRITEOFF.value][0] == "other-run", "someone else's lease is left alone"
 
 
+def test_a_flow_paused_by_an_operator_sends_nothing_and_takes_no_lease_until_resumed() -> None:
+    world = World(Kind.WRITEOFF)
+    ids = world.outbox.add(Kind.WRITEOFF, [writeoff(1), writeoff(2)])
+    world.control.operator_pauses[Kind.WRITEOFF.value] = OperatorPause("fixing store ids", world.time.now_ms)
+    report = world.run()
+    assert (report.status, report.calls, world.outbox.due_calls) == (RunStatus.PAUSED_BY_OPERATOR, 0, 0)
+    assert "fixing store ids" in report.detail
+    assert world.control.lease_history == [], "a paused run never takes the lease"
+    assert world.outbox.states(Kind.WRITEOFF) == {"due": 2}
+    # Another kind's flow is not paused; this one runs again once resumed.
+    other = World(Kind.RISK)
+    other.control = world.control
+    other.outbox.add(Kind.RISK, [risk_record(1)])
+    assert other.run().status == RunStatus.DONE
+    del world.control.operator_pauses[Kind.WRITEOFF.value]
+    resumed = world.run()
+    assert (resumed.status, resumed.synced) == (RunStatus.DONE, 2)
+    assert {world.outbox.get(Kind.WRITEOFF, i).state for i in ids} == {RecordState.SYNCED}
+
+
 # ------------------------------------------------------------------------------------------------ report
 def test_the_report_carries_what_the_handler_emits() -> None:
     world = World(Kind.WRITEOFF, max_attempts=2)
@@ -505,7 +527,8 @@ def test_a_settle_that_keeps_failing_stops_the_run_naming_it_and_only_the_unsett
 
     def fail_from_the_second(call: PlatformCall) -> Any:
         sizes.append(len(call.records))
-        if len(sizes) == 2:
+        if len(sizes) == 2:  # the first batch is settled while the second is at the platform: let it finish
+            assert world.outbox.wait_until(lambda: len(world.outbox.settle_calls) == 1)
             world.outbox.fail_settles = 10**6
         return accepted(call)
 
@@ -521,7 +544,7 @@ def test_storage_failing_before_any_call_ends_the_run_as_a_storage_failure() -> 
     world = World(Kind.WRITEOFF)
     world.outbox.add(Kind.WRITEOFF, [writeoff(1)])
 
-    def broken(kind: Kind, *, now_ms: int, limit: int) -> Any:
+    def broken(kind: Kind, *, now_ms: int, limit: int, held: Any = ()) -> Any:
         raise StorageError("reading due records (Query) failed: InternalServerError")
 
     world.outbox.due = broken  # type: ignore[method-assign]
@@ -541,3 +564,148 @@ def test_a_daily_quota_ban_is_probed_again_within_the_hour() -> None:
     world.platform.answer = accepted
     world.time.advance(DAILY_QUOTA_PROBE_S + 1)
     assert world.run().synced == 1
+
+
+# ------------------------------------------------------------------------------------------------ overlap
+def test_while_a_batch_is_at_the_platform_the_next_is_read_and_the_previous_settled() -> None:
+    world = World(Kind.WRITEOFF)
+    world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(3000)])
+    overlapped: list[bool] = []
+
+    def answer(call: PlatformCall) -> Any:
+        number = len(world.platform.calls)
+        # Call N waits (real time) for the read of batch N+1 and the settle of batch N-1: it returns only when
+        # both happened while it was in flight, or after 5 s if the runner does them one after the other.
+        overlapped.append(
+            world.outbox.wait_until(
+                lambda: world.outbox.due_calls > number and len(world.outbox.settle_calls) >= number - 1
+            )
+        )
+        return accepted(call)
+
+    world.platform.answer = answer
+    report = world.run()
+    assert (report.status, report.synced, world.platform.sizes()) == (RunStatus.DONE, 3000, [999, 999, 999, 3])
+    assert overlapped == [True] * 4
+    assert world.outbox.due_calls == 5, "four batches, and the read ahead of the last one came back empty"
+
+
+def test_a_read_ahead_never_returns_records_the_run_still_holds() -> None:
+    world = World(Kind.WRITEOFF)
+    world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(3000)])
+    # The first batch's settle waits until the third batch was read: at that moment batch 1 is still due in the
+    # outbox (not settled) and batch 2 is at the platform, and both are the oldest due records.
+    first_settle = True
+
+    def hold_the_first_settle(settlements: Any) -> None:
+        nonlocal first_settle
+        if first_settle:
+            first_settle = False
+            assert world.outbox.wait_until(lambda: world.outbox.due_calls >= 3)
+
+    world.outbox.before_settle = hold_the_first_settle
+    report = world.run()
+    assert (report.status, report.synced) == (RunStatus.DONE, 3000)
+    sent = [r["service_detail_id"] for call in world.platform.calls for r in call.records]
+    assert len(sent) == len(set(sent)) == 3000, "no record sent twice"
+    read = [record_id for answer in world.outbox.due_answers for record_id in answer]
+    assert len(read) == len(set(read)) == 3000, "no record read twice"
+
+
+def test_a_settle_failing_for_the_previous_batch_while_one_is_in_flight_stops_after_settling_that_one() -> None:
+    world = World(Kind.WRITEOFF)
+    ids = world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(3000)])
+    first_batch = set(ids[:999])
+    world.outbox.refuse_settle = lambda settlements: settlements[0].record.record_id in first_batch
+    # Batch 1's settle starts once batch 2 is at the platform (its retries use up the run's time).
+    world.outbox.before_settle = lambda settlements: world.outbox.wait_until(lambda: len(world.platform.calls) >= 2)
+
+    def answer(call: PlatformCall) -> Any:
+        if len(world.platform.calls) == 2:  # batch 1's settle fails for good while batch 2 is at the platform
+            assert world.outbox.wait_until(lambda: world.outbox.failed_settles >= 1)
+        return accepted(call)
+
+    world.platform.answer = answer
+    report = world.run(budget_s=60.0)
+    assert report.status is RunStatus.STORAGE_FAILED
+    assert report.detail.startswith("settling 999 records failed"), "names the settle that failed"
+    assert world.platform.sizes() == [999, 999], "no call after the failure was known"
+    states = {i: world.outbox.get(Kind.WRITEOFF, i).state for i in ids}
+    assert {states[i] for i in ids[:999]} == {RecordState.DUE}, "batch 1: sent, not settled, still due"
+    assert {states[i] for i in ids[999:1998]} == {RecordState.SYNCED}, "batch 2 in flight was settled"
+    assert {states[i] for i in ids[1998:]} == {RecordState.DUE}, "batch 3 read ahead, never sent"
+    assert report.synced == 999 and world.control.leases == {}
+
+
+def test_a_stop_while_a_batch_is_in_flight_still_settles_the_previous_batch() -> None:
+    world = World(Kind.WRITEOFF)
+    ids = world.outbox.add(Kind.WRITEOFF, [writeoff(n) for n in range(3000)])
+
+    def answer(call: PlatformCall) -> Any:
+        if len(world.platform.calls) == 2:
+            return TopRateLimited(7, "limited", "accesscontrol.limited-by-api-access-count", retry_after_s=60)
+        return accepted(call)
+
+    world.platform.answer = answer
+    report = world.run()
+    assert report.status is RunStatus.RATE_LIMITED
+    assert world.outbox.states(Kind.WRITEOFF) == {"synced": 999, "due": 2001}
+    assert all(world.outbox.get(Kind.WRITEOFF, i).attempts == 0 for i in ids[999:])
+
+
+def test_on_a_ban_every_order_worker_stops_taking_orders_at_once() -> None:
+    world = World(Kind.EXTERNAL_ORDER, external_concurrency=8)
+    world.platform.hold_s = 0.01
+    ids = world.outbox.add(Kind.EXTERNAL_ORDER, [external_order(n) for n in range(200)])
+    ban_at: list[int] = []  # calls started when the platform answered with the ban
+    refused: list[str] = []
+
+    def answer(call: PlatformCall) -> Any:
+        # The ban meets the call of order 20 and every call started after it; calls the platform had already
+        # received complete.
+        record_id = call.records[0]["idempotent_id"]
+        position = world.platform.calls.index(call)
+        if record_id == ids[20] and not ban_at:
+            ban_at.append(len(world.platform.calls))
+        if not ban_at or (position < ban_at[0] and record_id != ids[20]):
+            return accepted(call)
+        refused.append(record_id)
+        return TopRateLimited(7, "limited", "accesscontrol.limited-by-api-access-count", retry_after_s=60)
+
+    store_ban = world.control.set_ban
+
+    def slow_set_ban(scope: str, *, until_ms: int, reason: str) -> None:
+        threading.Event().wait(0.3)  # storing the ban takes a while: the other workers must not go on meanwhile
+        store_ban(scope, until_ms=until_ms, reason=reason)
+
+    world.control.set_ban = slow_set_ban  # type: ignore[method-assign]
+    world.platform.answer = answer
+    report = world.run()
+    assert report.status is RunStatus.RATE_LIMITED
+    # Only calls already in flight go on. (One may slip in between the ban's answer and the workers being told:
+    # microseconds, against the 0.3 s each worker would otherwise keep taking orders.)
+    assert len(world.platform.calls) - ban_at[0] <= 1
+    assert world.control.ban_until(Kind.EXTERNAL_ORDER.value) is not None
+    assert world.outbox.states(Kind.EXTERNAL_ORDER) == {"synced": report.synced, "due": 200 - report.synced}
+    assert all(world.outbox.get(Kind.EXTERNAL_ORDER, i).attempts == 0 for i in refused), "a ban is no attempt"
+
+
+def test_a_run_stopping_at_the_deadline_does_not_wait_for_a_read_ahead_it_will_not_use() -> None:
+    world = World(Kind.RISK, deadline_margin_s=15.0)
+    world.outbox.add(Kind.RISK, [risk_record(n) for n in range(300)])
+    world.platform.latency_s = 30.0  # the first call leaves too little time for a second one
+    read = world.outbox.due
+    release = threading.Event()
+
+    def slow_read_ahead(kind: Kind, *, now_ms: int, limit: int, held: Any = ()) -> Any:
+        if held:
+            release.wait(10)  # real seconds: DynamoDB slow to answer
+        return read(kind, now_ms=now_ms, limit=limit, held=held)
+
+    world.outbox.due = slow_read_ahead  # type: ignore[method-assign]
+    started = time.monotonic()
+    report = world.run(budget_s=40.0)
+    elapsed = time.monotonic() - started
+    release.set()
+    assert (report.status, report.calls, report.synced) == (RunStatus.DEADLINE, 1, 100)
+    assert elapsed < 5, "the run returned without the read it no longer needed"

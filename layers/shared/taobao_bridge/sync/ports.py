@@ -5,11 +5,11 @@ runner makes is tested without DynamoDB or HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..kinds import Kind
-from ..outbox.control import Pause
+from ..outbox.control import OperatorPause, Pause
 from ..outbox.records import OutboxRecord, Settlement
 from ..top_client import TopResponse
 
@@ -19,12 +19,15 @@ __all__ = ["SyncControl", "SyncOutbox", "TopCaller"]
 class SyncOutbox(Protocol):
     """Due records and their settlements (``outbox.OutboxStore``)."""
 
-    def due(self, kind: Kind, *, now_ms: int, limit: int) -> list[OutboxRecord]:
-        """Up to ``limit`` records of ``kind`` due at ``now_ms``, oldest first; never a settled one."""
+    def due(self, kind: Kind, *, now_ms: int, limit: int, held: Collection[OutboxRecord] = ()) -> list[OutboxRecord]:
+        """Up to ``limit`` records of ``kind`` due at ``now_ms``, oldest first; never a settled one, never one of
+        ``held`` (read earlier by this run and not settled yet). A record due before the last held one may be
+        left for a later run."""
         ...
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
-        """Write the outcome of each attempt; repeating the same settlements is harmless."""
+        """Write the outcome of each attempt; repeating the same settlements is harmless. Called from one
+        thread at a time, possibly while ``due`` runs on another."""
         ...
 
 
@@ -44,6 +47,8 @@ class SyncControl(Protocol):
     def set_pause(self, name: str, *, reason: str, fingerprint: str) -> None: ...
 
     def clear_pause(self, name: str) -> bool: ...
+
+    def operator_pause(self, name: str) -> OperatorPause | None: ...
 
 
 class TopCaller(Protocol):

@@ -2,7 +2,8 @@
 each record settled synced, retried later or dead (docs/ARCHITECTURE.md, "Outbound flow").
 
 A run
-1. honours a stored rate-limit ban and, for APIs that need the seller session, a stored session pause;
+1. honours an operator's pause of the flow, a stored rate-limit ban and, for APIs that need the seller session,
+   a stored session pause;
 2. takes the kind's lease (a conditional write), so overlapping runs never send the same record concurrently;
 3. sends batches of up to the API's limit while the Lambda has time left, and settles each batch;
 4. releases the lease.
@@ -14,6 +15,9 @@ automatically, never blocking the records behind them. A record that keeps faili
 with backoff, and after ``max_attempts`` settled dead, or ``unconfirmed`` if any of its sends may have been
 applied. A worker that dies between send and settle leaves its records due: the lease expires and the next run
 sends them again with the same business keys.
+
+Overlap: while one batch is at the platform the next one is read and the previous one settled (``pipeline.py``:
+the records a run holds are never read twice, and everything sent is settled before the run returns).
 
 Time: no TOP call (first send, isolation half or client retry) starts with less than ``deadline_margin_s`` of
 Lambda time left, and no call runs into the last third of that margin, which is kept for settling. Settle writes
@@ -30,7 +34,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +59,7 @@ from ..models.api import Verdict
 from ..models.common import field_path
 from ..outbox.records import Dead, OutboxRecord, Retry, Settlement, Synced, Unconfirmed
 from .config import SyncConfig
+from .pipeline import BatchPipeline
 from .ports import SyncControl, SyncOutbox, TopCaller
 from .report import RunReport, RunStatus
 
@@ -93,6 +98,7 @@ class SyncRunner:
     rand: Callable[[], float] = random.random
     sleep: Callable[[float], None] = time.sleep
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _halt: threading.Event = field(default_factory=threading.Event, init=False, repr=False)  # set: no new call
 
     @property
     def spec(self) -> KindSpec:
@@ -108,6 +114,7 @@ class SyncRunner:
         report = RunReport(kind=self.kind.value)
         deadline = started + remaining_ms() / 1000
         try:
+            self._check_operator_pause()
             self._check_ban()
             self._check_session(report)
             owner = uuid.uuid4().hex
@@ -143,25 +150,27 @@ class SyncRunner:
             raise _StopRun(RunStatus.DEADLINE, "stopped before the Lambda deadline; the rest stays due")
 
     def _drain(self, report: RunReport, deadline: float) -> None:
-        spec = self.spec
-        per_round = spec.max_batch * self.config.fetch_batches
-        if spec.max_batch == 1:
-            per_round = max(per_round, self.config.external_concurrency * 4)
-        while True:
-            self._stop_if_late(deadline)
-            records = self.outbox.due(self.kind, now_ms=self._now_ms(), limit=per_round)
-            if not records:
-                return
-            if spec.max_batch == 1:
-                self._send_singles(records, report, deadline)
-                continue
-            for start in range(0, len(records), spec.max_batch):
-                self._stop_if_late(deadline)
-                settled: list[Settlement] = []
-                try:
-                    self._send_batch(records[start : start + spec.max_batch], report, deadline, settled)
-                finally:  # also when the run stops mid-isolation: what was decided is kept
-                    self._settle(settled, report, deadline)
+        """Batches through the pipeline (pipeline.py): batch N at the platform while N+1 is read and N-1
+        settled. A batch is up to the API's limit, or for single-record APIs a round of concurrent calls."""
+        self._halt.clear()
+        singles = self.spec.max_batch == 1
+        size = self.config.external_concurrency * self.config.round_per_worker if singles else self.spec.max_batch
+
+        def read(held: Collection[OutboxRecord]) -> list[OutboxRecord]:
+            return self.outbox.due(self.kind, now_ms=self._now_ms(), limit=size, held=held)
+
+        def send(records: list[OutboxRecord], settled: list[Settlement]) -> None:
+            if singles:
+                self._send_singles(records, report, deadline, settled)
+            else:
+                self._send_batch(records, report, deadline, settled)
+
+        BatchPipeline(
+            read=read,
+            send=send,
+            settle=lambda settlements: self._settle(settlements, report, deadline),
+            check_time=lambda: self._stop_if_late(deadline),
+        ).run()
 
     # ------------------------------------------------------------------------------------------ sending
     def _send_batch(
@@ -222,28 +231,30 @@ class SyncRunner:
         self._send_batch(records[:middle], report, deadline, settled)
         self._send_batch(records[middle:], report, deadline, settled)
 
-    def _send_singles(self, records: list[OutboxRecord], report: RunReport, deadline: float) -> None:
-        """One record per call (external orders), a bounded number in flight, settled together. A failure of
-        one call never cancels the others: what was decided is settled before the run stops."""
+    def _send_singles(
+        self, records: list[OutboxRecord], report: RunReport, deadline: float, settled: list[Settlement]
+    ) -> None:
+        """One record per call (external orders), a bounded number in flight; the round is settled together.
+        A failure of one call never cancels the others. A ban or a refused session halts every worker at once
+        (``_halt``, set before the ban is stored): calls already in flight finish, no worker starts another."""
         stops: list[_StopRun] = []
         failures: list[Exception] = []
 
         def one(record: OutboxRecord) -> list[Settlement]:
-            settled: list[Settlement] = []
-            if stops or self._time_left(deadline) < self.config.deadline_margin_s:
-                return settled
+            decided: list[Settlement] = []
+            if self._halt.is_set() or self._time_left(deadline) < self.config.deadline_margin_s:
+                return decided
             try:
-                self._send_batch([record], report, deadline, settled)
+                self._send_batch([record], report, deadline, decided)
             except _StopRun as stop:
                 stops.append(stop)
             except Exception as exc:  # e.g. storing a ban failed: this record stays due, the others go on
                 logger.exception("external order not settled", extra={"record_id": record.record_id})
                 failures.append(exc)
-            return settled
+            return decided
 
         with ThreadPoolExecutor(max_workers=self.config.external_concurrency) as pool:
-            settlements = [s for batch in pool.map(one, records) for s in batch]
-        self._settle(settlements, report, deadline)
+            settled.extend(s for decided in pool.map(one, records) for s in decided)
         if stops:
             raise stops[0]
         if failures:
@@ -273,6 +284,7 @@ class SyncRunner:
                 timeout_s=timeout,
             )
         except TopRateLimited as exc:
+            self._halt.set()  # first: the other workers stop taking orders while the ban is stored
             scope = APP_BAN_SCOPE if exc.daily_quota else self.kind.value
             # The daily quota would end at midnight (UTC+8); probing hourly finds a quota raised meanwhile.
             wait_s = min(exc.retry_after_s, DAILY_QUOTA_PROBE_S) if exc.daily_quota else exc.retry_after_s
@@ -284,6 +296,7 @@ class SyncRunner:
             detail = f"banned for {wait_s:g} s ({scope}): {_describe(exc)}"
             raise _StopRun(RunStatus.RATE_LIMITED, detail) from exc
         except TopSessionExpired as exc:
+            self._halt.set()
             self.control.set_pause(
                 self.kind.value, reason=_describe(exc), fingerprint=session_fingerprint(self.session_key)
             )
@@ -332,17 +345,24 @@ class SyncRunner:
                     ) from exc
                 logger.warning("settling failed; retrying", extra={"try": failures, "error": str(exc)})
                 self.sleep(delay)
-        for settlement in settlements:
-            if isinstance(settlement, Synced):
-                report.synced += 1
-            elif isinstance(settlement, Retry):
-                report.retried += 1
-            elif isinstance(settlement, Unconfirmed):
-                report.unconfirmed += 1
-            else:
-                report.dead += 1
+        with self._lock:  # settles run on the pipeline's thread while calls are counted on others
+            for settlement in settlements:
+                if isinstance(settlement, Synced):
+                    report.synced += 1
+                elif isinstance(settlement, Retry):
+                    report.retried += 1
+                elif isinstance(settlement, Unconfirmed):
+                    report.unconfirmed += 1
+                else:
+                    report.dead += 1
 
     # ------------------------------------------------------------------------------------------ gates
+    def _check_operator_pause(self) -> None:
+        # First: an operator's stop holds whatever else is stored, and costs the run nothing (no lease taken).
+        pause = self.control.operator_pause(self.kind.value)
+        if pause is not None:
+            raise _StopRun(RunStatus.PAUSED_BY_OPERATOR, f"paused by an operator: {pause.reason}")
+
     def _check_ban(self) -> None:
         for scope in (APP_BAN_SCOPE, self.kind.value):
             until = self.control.ban_until(scope)
