@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Child:
     exit_code: int
-    maxrss_kb: int  # the child's peak resident set size, as the kernel reports it to its parent
+    # ru_maxrss from wait4: Linux keeps it across execve, so it is at least this process's size at the fork. The
+    # drain reports its own peak (sync_worker: VmHWM); this one is only an upper bound.
+    maxrss_kb: int
     wall_s: float
     timed_out: bool = False
 

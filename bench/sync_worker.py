@@ -10,8 +10,8 @@ moto answers: ``bench.tap``, so that nothing of the benchmark's bookkeeping weig
 SPEC (JSON): ``kind``, ``entry`` (the handler's name in app.py), ``function_name``, ``timeout_s``, ``memory_mb``,
 ``expect``, ``max_runs``, ``read_timeout_s`` (optional: the DynamoDB client's read timeout, for moto's slow
 index queries on large tables).
-OUT (JSON): the runs (duration, report), the figures, ``ru_maxrss_kb``. Whatever the functions print (logs and
-metrics) goes to stderr, which the parent sends to its log file.
+OUT (JSON): the runs (duration, report), the figures, ``peak_rss_kb`` (VmHWM: this program's own peak). Whatever
+the functions print (logs and metrics) goes to stderr, which the parent sends to its log file.
 """
 
 from __future__ import annotations
@@ -55,6 +55,16 @@ def _rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def _peak_rss_kb() -> int:
+    """This program's own peak RSS (``VmHWM``, which ``execve`` resets). Not ``ru_maxrss``: Linux keeps that across
+    ``execve``, so a child forked from the benchmark (whose moto holds every table) would report the parent's size
+    at the fork, which grows with the records drained, instead of its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: the best there is
 
 
 def main(argv: list[str]) -> int:
@@ -109,6 +119,7 @@ def main(argv: list[str]) -> int:
         "top_busy_ms": transport.busy_ms,
         "rss_loaded_kb": rss_loaded_kb,
         "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kb": _peak_rss_kb(),
     }
     Path(argv[1]).write_text(json.dumps(figures, default=str), encoding="utf-8")
     return 0

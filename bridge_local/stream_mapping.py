@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from taobao_bridge.dynamo import error_code
+
 from .template import _DEFAULT_MEMORY_MB, _DEFAULT_TIMEOUT_S, _functions
 
 __all__ = ["StreamPoller", "StreamSource", "UnsupportedPattern", "matches", "stream_sources"]
@@ -142,6 +146,7 @@ class _Shard:
     stream_arn: str
     shard_id: str
     iterator: str | None
+    last_sequence: str | None = None  # of the last record read: where a lost iterator resumes
 
 
 class StreamPoller:
@@ -197,9 +202,18 @@ class StreamPoller:
         for shard in self._shards:
             if shard.iterator is None:
                 continue
-            answer = self.streams.get_records(ShardIterator=shard.iterator, Limit=1000)
+            try:
+                answer = self.streams.get_records(ShardIterator=shard.iterator, Limit=1000)
+            except ClientError as exc:
+                # An iterator expires (AWS: ExpiredIteratorException) or is forgotten (moto, when its backends are
+                # reset in this process): like Lambda's poller, take a new one where the last read ended.
+                self._reposition(shard, exc)
+                continue
             shard.iterator = answer.get("NextShardIterator")
-            records = [lambda_record(record, shard.stream_arn) for record in answer.get("Records", [])]
+            raw = answer.get("Records", [])
+            if raw:
+                shard.last_sequence = str(raw[-1]["dynamodb"].get("SequenceNumber"))
+            records = [lambda_record(record, shard.stream_arn) for record in raw]
             read += len(records)
             source = shard.source
             if source.filters:
@@ -207,6 +221,18 @@ class StreamPoller:
             for start in range(0, len(records), source.batch_size):
                 self._deliver(source, records[start : start + source.batch_size], stopping)
         return read
+
+    def _reposition(self, shard: _Shard, error: ClientError) -> None:
+        log.warning("%s: stream iterator lost (%s); taking a new one", shard.source.function_id, error_code(error))
+        position: dict[str, str] = {"ShardIteratorType": "LATEST"}
+        if shard.last_sequence is not None:
+            position = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": shard.last_sequence}
+        try:
+            shard.iterator = self.streams.get_shard_iterator(
+                StreamArn=shard.stream_arn, ShardId=shard.shard_id, **position
+            )["ShardIterator"]
+        except ClientError:  # the stream itself is gone (its table was created again): start at its new end
+            self.start_at_end()
 
     def _deliver(self, source: StreamSource, batch: list[dict[str, Any]], stopping: threading.Event | None) -> None:
         attempts = 0

@@ -349,6 +349,51 @@ def test_the_poller_retries_from_the_oldest_reported_failure_then_gives_up() -> 
     assert poller.given_up == [{"function": "F", "sequence_numbers": ["3", "4", "5", "6"]}]
 
 
+def test_a_lost_stream_iterator_resumes_after_the_last_record_read() -> None:
+    from botocore.exceptions import ClientError
+
+    from bridge_local.stream_mapping import _Shard
+
+    class Streams:  # moto's answers, and the error it gives for an iterator it no longer knows
+        def __init__(self) -> None:
+            self.positions: list[dict[str, Any]] = []
+            self.lose_next = False
+
+        def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+            if self.lose_next:
+                self.lose_next = False
+                raise ClientError({"Error": {"Code": "ExpiredIteratorException"}}, "GetRecords")
+            if ShardIterator == "first":
+                return {"NextShardIterator": "second", "Records": [record(7, "A-7"), record(8, "A-8")]}
+            return {"NextShardIterator": ShardIterator, "Records": []}
+
+        def get_shard_iterator(self, **position: Any) -> dict[str, str]:
+            self.positions.append(position)
+            return {"ShardIterator": "resumed"}
+
+    delivered: list[str] = []
+
+    def invoke(function_id: str, event: dict[str, Any], timeout_s: float, memory_mb: int) -> None:
+        delivered.extend(r["dynamodb"]["SequenceNumber"] for r in event["Records"])
+
+    source = StreamSource("F", "f/", "app.h", "T")
+    streams = Streams()
+    poller = StreamPoller([source], None, streams, invoke, retry_pause_s=0)
+    poller._shards = [_Shard(source, "arn:stream", "shard-1", "first")]
+    assert poller.poll_once() == 2 and delivered == ["7", "8"]
+    streams.lose_next = True
+    assert poller.poll_once() == 0
+    assert streams.positions == [
+        {
+            "StreamArn": "arn:stream",
+            "ShardId": "shard-1",
+            "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+            "SequenceNumber": "8",
+        }
+    ]
+    assert poller._shards[0].iterator == "resumed" and delivered == ["7", "8"]
+
+
 def test_the_literal_routes_win_over_the_intake_parameters() -> None:
     routes = http_routes(load_template(TEMPLATE_PATH))
     for path, function_id in (
