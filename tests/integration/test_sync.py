@@ -355,7 +355,7 @@ def test_dynamodb_requests_per_synced_record_stay_near_the_floor(
 ) -> None:
     accept(outbox, Kind.WRITEOFF, [writeoff(n, prefix=13) for n in range(2000)])
     accepted = dict(counter.counts)
-    assert accepted == {"TransactWriteItems": 20}, "one request per 100 records to accept"
+    assert accepted == {"PutItem": 2000}, "one conditional put (one write unit) per record to accept"
     counter.reset()
     report = runner(stack, outbox, Kind.WRITEOFF).run(plenty)
     assert report.synced == 2000

@@ -1,20 +1,23 @@
 """The outbox store against moto over HTTP, with the DynamoDB requests it sends counted and inspected.
 
 moto is more lenient than DynamoDB (it takes 26 puts in a batch write, more than 4 MB in a transaction):
-the limits are checked here on the requests our code builds, not on what moto lets through.
+the limits are checked here on the requests our code builds, not on what moto lets through. Accepting sends one
+conditional PutItem per record, several at once: tests that need one order of requests accept with one put at a
+time (``one_put_at_a_time``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from moto.server import ThreadedMotoServer
 
 from bridge_local import moto_fixes
@@ -39,6 +42,7 @@ from taobao_bridge.outbox import (
     is_still_due,
     payload_sha256,
 )
+from taobao_bridge.outbox import accept as accept_module
 
 TABLE = "OutboxTable"
 START = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
@@ -166,14 +170,19 @@ def raw_item(client: Any, pk: str) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------------- accept
-def test_250_records_are_three_transactions_and_stored_due(
+def test_250_records_are_250_conditional_puts_and_stored_due(
     store: OutboxStore, counter: RequestCounter, log: RequestLog, clock: FrozenClock
 ) -> None:
     records = writeoffs(250)
     results = store.accept(Kind.WRITEOFF, records)
 
-    assert counter.counts == {"TransactWriteItems": 3}
-    assert [len(p["TransactItems"]) for p in log.of("TransactWriteItems")] == [100, 100, 50]
+    # One write unit per record: a transaction would bill each item twice.
+    assert counter.counts == {"PutItem": 250}
+    puts = log.of("PutItem")
+    assert sorted(p["Item"]["record_id"]["S"] for p in puts) == sorted(rid for rid, _ in records)
+    assert {(p["ConditionExpression"], p["ReturnValuesOnConditionCheckFailure"]) for p in puts} == {
+        ("attribute_not_exists(pk)", "ALL_OLD")
+    }
     assert [(r.record_id, r.status, r.state) for r in results] == [(rid, "accepted", "due") for rid, _ in records]
 
     first = store.get(Kind.WRITEOFF, records[0][0])
@@ -197,7 +206,8 @@ def test_accepting_the_same_records_again_changes_nothing(
     results = store.accept(Kind.WRITEOFF, reordered)
 
     assert {(r.status, r.state) for r in results} == {("duplicate", "due")}
-    assert counter.counts == {"TransactWriteItems": 3}  # each chunk is cancelled whole; nothing is left to retry
+    # Each put is refused by its condition with the stored item in the refusal: no read, nothing left to retry.
+    assert counter.counts == {"PutItem": 250}
     assert raw_item(client, f"writeoff#{records[7][0]}") == before
 
 
@@ -213,8 +223,8 @@ def test_changed_content_under_a_stored_key_is_a_conflict(
     results = store.accept(Kind.WRITEOFF, batch)
 
     assert [r.status for r in results] == ["duplicate"] * 2 + ["conflict"] + ["duplicate"] * 2 + ["accepted"] * 3
-    # One transaction met the existing keys and was cancelled; the retry without them committed.
-    assert counter.counts == {"TransactWriteItems": 2}
+    # One put per record, whether it met a stored key or not.
+    assert counter.counts == {"PutItem": 8}
     assert results[2].state is None
     assert raw_item(client, f"writeoff#{batch[2][0]}") == before
 
@@ -284,16 +294,12 @@ def _accepted_item(record: tuple[str, dict[str, Any]], due_at: int = 17723376000
     )
 
 
-def test_transactions_stay_under_4_mb_even_when_moto_would_take_more(
-    store: OutboxStore, counter: RequestCounter, log: RequestLog
-) -> None:
-    records = writeoffs(20, service_sku_name="y" * 300_000)  # about 6 MB in all
+def test_large_records_are_one_put_each(store: OutboxStore, counter: RequestCounter) -> None:
+    records = writeoffs(20, service_sku_name="y" * 300_000)  # about 6 MB in all: no request limit applies
     results = store.accept(Kind.WRITEOFF, records)
 
     assert {r.status for r in results} == {"accepted"}
-    sizes = [sum(dynamo.item_size(a["Put"]["Item"]) for a in p["TransactItems"]) for p in log.of("TransactWriteItems")]
-    assert len(sizes) == 2 and all(size <= dynamo.MAX_TRANSACT_BYTES for size in sizes), sizes
-    assert counter.counts == {"TransactWriteItems": 2}
+    assert counter.counts == {"PutItem": 20}
 
 
 def test_item_size_counts_as_dynamodb_does() -> None:
@@ -307,28 +313,29 @@ def test_item_size_counts_as_dynamodb_does() -> None:
     )
 
 
-def test_a_transaction_conflict_is_retried(store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_throttled_put_is_retried(store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
-    real = client.transact_write_items
-    calls = {"n": 0}
+    records = writeoffs(3)
+    throttled = f"writeoff#{records[1][0]}"
+    real = client.put_item
+    calls: list[str] = []
 
-    def conflicting_once(**kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            reasons = [{"Code": "TransactionConflict"}] * len(kwargs["TransactItems"])
-            error = {"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}}
-            raise ClientError({**error, "CancellationReasons": reasons}, "TransactWriteItems")
+    def throttling_once(**kwargs: Any) -> Any:
+        calls.append(kwargs["Item"]["pk"]["S"])
+        if calls.count(throttled) in (1, 2) and kwargs["Item"]["pk"]["S"] == throttled:
+            error = {"Code": "ThrottlingException", "Message": "slow down"}
+            raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem")
         return real(**kwargs)
 
-    monkeypatch.setattr(client, "transact_write_items", conflicting_once)
-    results = store.accept(Kind.WRITEOFF, writeoffs(3))
+    monkeypatch.setattr(client, "put_item", throttling_once)
+    results = store.accept(Kind.WRITEOFF, records)
     assert [r.status for r in results] == ["accepted"] * 3
-    assert calls["n"] == 2
+    assert calls.count(throttled) == 3 and len(calls) == 5, "only the throttled record is sent again"
 
 
 def test_storage_failures_name_the_operation(client: Any, clock: FrozenClock) -> None:
     missing = OutboxStore("NoSuchTable", client=client, clock=clock)
-    with pytest.raises(StorageError, match="TransactWriteItems"):
+    with pytest.raises(StorageError, match="PutItem"):
         missing.accept(Kind.WRITEOFF, writeoffs(1))
     with pytest.raises(StorageError, match="Query"):
         missing.due(Kind.WRITEOFF, now_ms=clock.ms, limit=10)
@@ -648,24 +655,43 @@ def test_outbox_record_is_frozen() -> None:
 
 # ------------------------------------------------------------------------------------------------ storage faults
 class Faults:
-    """Fails chosen DynamoDB requests of a client: before they reach the server, or after it applied them."""
+    """Fails chosen DynamoDB requests of a client: before they reach the server, or after it applied them.
+    Requests are chosen by number per operation (1-based, in the order they are sent) or, for ``PutItem``, by the
+    key they write. Thread-safe: accepting sends several puts at once."""
 
     def __init__(self, client: Any) -> None:
         self.seen: dict[str, int] = {}
-        self.before: dict[str, set[int]] = {}  # operation -> request numbers (1-based) refused before sending
+        self.before: dict[str, set[int]] = {}  # operation -> request numbers refused before sending
         self.after: dict[str, set[int]] = {}  # operation -> request numbers that time out after being applied
+        self.refused_keys: set[str] = set()  # puts of these keys are refused (a 400: nothing written)
+        self.failing_keys: set[str] = set()  # puts of these keys answer a 500 without being applied
+        self.lost: dict[str, int] = {}  # key -> how many of its puts are applied, then their answer is lost
+        self._lock = threading.Lock()
+        client.meta.events.register("before-parameter-build.dynamodb", self._number)
         client.meta.events.register("before-call.dynamodb", self._before)
         client.meta.events.register("after-call.dynamodb", self._after)
 
-    def _before(self, model: Any, **_: Any) -> None:
-        self.seen[model.name] = self.seen.get(model.name, 0) + 1
-        if self.seen[model.name] in self.before.get(model.name, set()):
+    def _number(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        with self._lock:
+            self.seen[model.name] = self.seen.get(model.name, 0) + 1
+            context["fault_number"] = self.seen[model.name]
+        context["fault_key"] = params.get("Item", {}).get("pk", {}).get("S") if model.name == "PutItem" else None
+
+    def _before(self, model: Any, context: dict[str, Any], **_: Any) -> None:
+        key = context.get("fault_key")
+        if context["fault_number"] in self.before.get(model.name, set()) or key in self.refused_keys:
             raise ClientError({"Error": {"Code": "ValidationException", "Message": "injected"}}, model.name)
+        if key in self.failing_keys:
+            error = {"Code": "InternalServerError", "Message": "injected"}
+            raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 500}}, model.name)
 
-    def _after(self, model: Any, **_: Any) -> None:
-        if self.seen[model.name] in self.after.get(model.name, set()):
-            from botocore.exceptions import ReadTimeoutError
-
+    def _after(self, model: Any, context: dict[str, Any], **_: Any) -> None:
+        key = context.get("fault_key")
+        with self._lock:
+            lose = self.lost.get(key, 0) > 0 if key else False
+            if lose:
+                self.lost[key] -= 1
+        if lose or context["fault_number"] in self.after.get(model.name, set()):
             raise ReadTimeoutError(endpoint_url="injected")
 
 
@@ -674,63 +700,166 @@ def stored_ids(client: Any) -> set[str]:
     return {item["record_id"]["S"] for item in items if "record_id" in item}
 
 
-def test_a_failure_part_way_says_exactly_which_records_are_stored(store: OutboxStore, client: Any) -> None:
+@pytest.fixture
+def one_put_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accept with one put in flight, in the records' order, so a test can tell which were sent."""
+    monkeypatch.setattr(accept_module, "PARALLEL_PUTS", 1)
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
+
+
+def keys(records: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    return {f"writeoff#{record_id}" for record_id, _ in records}
+
+
+@pytest.mark.usefixtures("one_put_at_a_time")
+def test_after_a_refused_put_no_other_put_starts_and_the_rest_is_not_stored(
+    store: OutboxStore, client: Any, counter: RequestCounter
+) -> None:
     faults = Faults(client)
-    faults.before["TransactWriteItems"] = {2}  # the second chunk of 100 is refused
     records = writeoffs(250)
+    faults.refused_keys = keys(records[100:101])
     with pytest.raises(AcceptIncomplete) as raised:
         store.accept(Kind.WRITEOFF, records)
     statuses = [r.status for r in raised.value.results]
     assert statuses == ["accepted"] * 100 + ["not_stored"] * 150
     assert "100 of 250 records are stored" in str(raised.value)
+    assert counter.counts == {"PutItem": 101}, "a refused put is known not stored: no read-back"
     assert stored_ids(client) == {rid for rid, _ in records[:100]}, "the answer matches the table"
     # A not-stored record can be corrected without a conflict; sending the same again is safe.
     corrected = [(records[200][0], {**records[200][1], "user_name": "王五"})]
+    faults.refused_keys = set()
     assert [r.status for r in store.accept(Kind.WRITEOFF, corrected)] == ["accepted"]
     again = store.accept(Kind.WRITEOFF, records)
     assert [r.status for r in again].count("duplicate") == 100 and again[200].status == "conflict"
 
 
-def test_a_timeout_after_the_write_is_retried_and_the_write_recognised_as_ours(
-    store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
+def test_a_failure_among_parallel_puts_says_exactly_which_records_are_stored(store: OutboxStore, client: Any) -> None:
     faults = Faults(client)
-    faults.after["TransactWriteItems"] = {1}  # applied, then the answer is lost; the retry meets our own items
+    records = writeoffs(250)
+    faults.refused_keys = keys(records[100:101])
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, records)
+    results = raised.value.results
+    assert results[100].status == "not_stored"
+    assert {r.status for r in results} <= {"accepted", "not_stored"}
+    accepted = {r.record_id for r in results if r.status == "accepted"}
+    assert stored_ids(client) == accepted, "puts already under way finish; none starts after the failure"
+    assert f"{len(accepted)} of 250 records are stored" in str(raised.value)
+    faults.refused_keys = set()
+    assert {r.status for r in store.accept(Kind.WRITEOFF, records)} == {"accepted", "duplicate"}
+
+
+class HoldingClient:
+    """The real client, except that no put goes out before the first put of each of ``records`` records was
+    made: then no failure can keep a record from starting, whatever the threads' order."""
+
+    def __init__(self, real: Any, records: int) -> None:
+        self._real = real
+        self._records = records
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+        self._all_started = threading.Event()
+
+    def put_item(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self._keys.add(kwargs["Item"]["pk"]["S"])
+            if len(self._keys) >= self._records:
+                self._all_started.set()
+        assert self._all_started.wait(10)
+        return self._real.put_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_refused_puts_are_not_stored_and_maybe_applied_ones_are_read_back(
+    client: Any, clock: FrozenClock, counter: RequestCounter, log: RequestLog
+) -> None:
+    faults = Faults(client)
+    records = writeoffs(6)
+    ok, lost, failing, refused = records[:3], records[3:4], records[4:5], records[5:]
+    faults.lost = dict.fromkeys(keys(lost), 99)  # applied, every answer lost: only a read-back can tell
+    faults.failing_keys = keys(failing)  # a 500 each time: DynamoDB may have applied it (here it did not)
+    faults.refused_keys = keys(refused)  # a 400: certainly not stored
+    store = OutboxStore(TABLE, client=HoldingClient(client, records=6), clock=clock)
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, records)
+
+    assert [r.status for r in raised.value.results] == ["accepted"] * 4 + ["not_stored"] * 2
+    assert "4 of 6 records are stored; 3 records' writes failed" in str(raised.value)
+    # The failing and timed-out ones were tried five times, the refused one once; only the first two are read back.
+    assert counter.counts == {"PutItem": 3 + 5 + 5 + 1, "BatchGetItem": 1}
+    (read_back,) = log.of("BatchGetItem")
+    assert {k["pk"]["S"] for k in read_back["RequestItems"][TABLE]["Keys"]} == keys(lost) | keys(failing)
+    assert stored_ids(client) == {rid for rid, _ in ok + lost}
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_a_timeout_after_the_write_is_retried_and_the_write_recognised_as_ours(
+    store: OutboxStore, client: Any, counter: RequestCounter
+) -> None:
+    faults = Faults(client)
     records = writeoffs(3)
+    faults.lost = dict.fromkeys(keys(records), 1)  # applied, then the answer is lost; the retry meets our own items
     assert [r.status for r in store.accept(Kind.WRITEOFF, records)] == ["accepted"] * 3
+    assert counter.counts == {"PutItem": 6}
     assert [r.status for r in store.accept(Kind.WRITEOFF, records)] == ["duplicate"] * 3, "a later call's are not"
 
 
-def test_a_write_applied_before_a_timeout_is_reported_stored(
-    store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
+@pytest.mark.usefixtures("no_backoff")
+def test_a_write_applied_before_a_timeout_is_reported_stored(store: OutboxStore, client: Any) -> None:
     faults = Faults(client)
-    faults.after["TransactWriteItems"] = {1, 2, 3, 4, 5, 6}  # applied, but the answer never arrives
     records = writeoffs(3)
+    faults.lost = dict.fromkeys(keys(records), 99)  # applied, but the answer never arrives
     with pytest.raises(AcceptIncomplete) as raised:
         store.accept(Kind.WRITEOFF, records)
     assert [r.status for r in raised.value.results] == ["accepted"] * 3
     assert stored_ids(client) == {rid for rid, _ in records}
 
 
-def test_a_refused_write_that_cannot_be_checked_is_not_stored(store: OutboxStore, client: Any) -> None:
-    faults = Faults(client)
-    faults.before["TransactWriteItems"] = {1}  # refused by DynamoDB: an error answer, nothing committed
-    faults.before["BatchGetItem"] = {1}
-    with pytest.raises(AcceptIncomplete) as raised:
-        store.accept(Kind.WRITEOFF, writeoffs(2))
-    assert [r.status for r in raised.value.results] == ["not_stored", "not_stored"]
-
-
-def test_a_write_that_cannot_be_checked_is_reported_unknown(
-    store: OutboxStore, client: Any, monkeypatch: pytest.MonkeyPatch
+def test_a_refused_write_is_not_stored_without_a_read_back(
+    store: OutboxStore, client: Any, counter: RequestCounter
 ) -> None:
-    monkeypatch.setattr(dynamo.time, "sleep", lambda _s: None)
     faults = Faults(client)
-    faults.after["TransactWriteItems"] = {1, 2, 3, 4, 5}  # every round times out after being sent
+    records = writeoffs(2)
+    faults.refused_keys = keys(records)  # refused by DynamoDB: an error answer, nothing written
     faults.before["BatchGetItem"] = {1}
     with pytest.raises(AcceptIncomplete) as raised:
-        store.accept(Kind.WRITEOFF, writeoffs(2) + writeoffs(1))
+        store.accept(Kind.WRITEOFF, records)
+    assert [r.status for r in raised.value.results] == ["not_stored", "not_stored"]
+    assert "BatchGetItem" not in counter.counts
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_a_write_that_cannot_be_checked_is_reported_unknown(store: OutboxStore, client: Any) -> None:
+    faults = Faults(client)
+    records = writeoffs(2)
+    faults.lost = dict.fromkeys(keys(records), 99)  # every attempt times out after being sent
+    faults.before["BatchGetItem"] = {1}
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, records + writeoffs(1))
     assert [r.status for r in raised.value.results] == ["unknown", "unknown", "unknown"]
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_a_put_refused_after_a_timeout_is_still_read_back(store: OutboxStore, client: Any) -> None:
+    # The first attempt may have been applied: a later refusal does not prove the record absent.
+    real = client.put_item
+    attempts: list[int] = []
+
+    def lost_then_refused(**kwargs: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            real(**kwargs)
+            raise ReadTimeoutError(endpoint_url="injected")
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "injected"}}, "PutItem")
+
+    client.put_item = lost_then_refused
+    with pytest.raises(AcceptIncomplete) as raised:
+        store.accept(Kind.WRITEOFF, writeoffs(1))
+    assert [r.status for r in raised.value.results] == ["accepted"]

@@ -308,7 +308,7 @@ def test_a_replacement_whose_answer_was_lost_still_answers_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settle_dead(store, writeoffs(1, tb_store_id=1))
-    original = client.transact_write_items
+    original = client.put_item
     calls = []
 
     def applied_then_lost(**request: Any) -> Any:
@@ -318,7 +318,7 @@ def test_a_replacement_whose_answer_was_lost_still_answers_replaced(
             raise ReadTimeoutError(endpoint_url="http://dynamodb")
         return answer
 
-    monkeypatch.setattr(client, "transact_write_items", applied_then_lost)
+    monkeypatch.setattr(client, "put_item", applied_then_lost)
     (result,) = store.accept(Kind.WRITEOFF, writeoffs(1))
     assert result.status is AcceptStatus.REPLACED and len(calls) == 3
 
@@ -333,7 +333,7 @@ def test_an_accept_that_fails_on_a_dead_record_says_not_stored(
     def down(**request: Any) -> Any:
         raise ReadTimeoutError(endpoint_url="http://dynamodb")
 
-    monkeypatch.setattr(client, "transact_write_items", down)
+    monkeypatch.setattr(client, "put_item", down)
     with pytest.raises(AcceptIncomplete) as failed:
         store.accept(Kind.WRITEOFF, writeoffs(1))
     assert [r.status for r in failed.value.results] == [AcceptStatus.NOT_STORED]  # the dead one is still there

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import functools
 import importlib.util
 import json
 import re
@@ -50,7 +51,7 @@ FUNCTIONS = (QIMEN, INTAKE, *SYNC, OPERATIONS, ORDERS, ORDER_EVENTS)
 # What each function's code path sends to DynamoDB, as IAM actions on (table | table/index/name). Transactions
 # are authorized item action by item action (PutItem/UpdateItem), never as "TransactWriteItems".
 #   qimen_callback: FulfillmentStore.create -> TransactWriteItems(Put order, Update inventory item)
-#   intake: OutboxStore.accept (TransactWriteItems of Puts; GetItem, BatchGetItem read-backs), OutboxStore.get
+#   intake: OutboxStore.accept (a conditional PutItem per record; GetItem, BatchGetItem read-backs), OutboxStore.get
 #   sync: OutboxStore.due (Query due-index, BatchGetItem), settle (BatchWriteItem); RunControl (Get/Put/Update/
 #         DeleteItem of leases, bans, pauses; UpdateItem of the synced counters)
 #   operations: RecordOperations (Query both indexes, BatchGetItem, UpdateItem of records); RunControl (GetItem,
@@ -239,7 +240,7 @@ def emitted_metrics() -> frozenset[str]:
         for attribute, value in vars(module).items():
             if "METRIC" in attribute.upper() and isinstance(value, dict | list | tuple):
                 names |= set(_strings(value))
-        for node in ast.walk(ast.parse((folder / "app.py").read_text(encoding="utf-8"))):
+        for node in ast.walk(source_tree(folder / "app.py")):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_metric":
                 for keyword in node.keywords:
                     if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
@@ -272,7 +273,7 @@ def handler_dimension_calls() -> list[str]:
     """Calls in the handlers that would add a metric dimension (alarms match dimensions exactly)."""
     calls = []
     for app in sorted((PROJECT_ROOT / "functions").glob("*/app.py")):
-        for node in ast.walk(ast.parse(app.read_text(encoding="utf-8"))):
+        for node in ast.walk(source_tree(app)):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in {
                 "add_dimension",
                 "set_default_dimensions",
@@ -289,7 +290,7 @@ def control_key_prefixes() -> set[str]:
 
 def sync_kinds() -> dict[str, Kind]:
     """Sync entry point (``writeoffs``) -> its record kind, from ``name = _handler_for(Kind.X)`` in the handler."""
-    tree = ast.parse((PROJECT_ROOT / "functions" / "sync" / "app.py").read_text(encoding="utf-8"))
+    tree = source_tree(PROJECT_ROOT / "functions" / "sync" / "app.py")
     kinds = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and node.value.args:
@@ -303,13 +304,24 @@ def package_client_calls() -> dict[str, set[str]]:
     """DynamoDB client method -> modules that call it (``self.client.x(`` / ``client.x(``)."""
     calls: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(source_tree(path)):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 owner = node.func.value
                 owner_name = getattr(owner, "attr", None) or getattr(owner, "id", None)
                 if owner_name in {"client", "_client", "dynamodb"}:
                     calls.setdefault(node.func.attr, set()).add(str(path.relative_to(PACKAGE)))
     return calls
+
+
+@functools.cache
+def source_tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+# Parsed now, while collecting: CPython 3.11 can fail an ast.parse that runs while another thread of the process
+# parses too ("AST constructor recursion depth mismatch"), and the local stack's threads run during the tests.
+for _source in [*PACKAGE.rglob("*.py"), *(PROJECT_ROOT / "functions").glob("*/app.py")]:
+    source_tree(_source)
 
 
 # ---------------------------------------------------------------------------------------------------- checks

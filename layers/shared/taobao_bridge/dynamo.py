@@ -26,6 +26,7 @@ __all__ = [
     "MAX_BATCH_WRITE_ITEMS",
     "MAX_ITEM_BYTES",
     "MAX_KEY_BYTES",
+    "MAX_POOL_CONNECTIONS",
     "MAX_QUERY_LIMIT",
     "MAX_TRANSACT_BYTES",
     "MAX_TRANSACT_ITEMS",
@@ -77,8 +78,16 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 _clients: dict[str, Any] = {}
 
+# Connections the client keeps open: an accept puts 16 records at once (outbox.accept.PARALLEL_PUTS) and a sync
+# run keeps up to 8 batch requests in flight; beyond the pool, urllib3 opens and discards a connection per request.
+MAX_POOL_CONNECTIONS = 24
 # The Qimen caller gives up after a few seconds: short timeouts and one retry keep the worst case near 3 s.
-_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 2})
+_CONFIG = Config(
+    connect_timeout=1,
+    read_timeout=2,
+    retries={"mode": "standard", "total_max_attempts": 2},
+    max_pool_connections=MAX_POOL_CONNECTIONS,
+)
 
 
 def dynamodb_client() -> Any:

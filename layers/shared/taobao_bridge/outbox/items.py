@@ -64,7 +64,7 @@ def new_item(
 
 
 def accept_put(table_name: str, item: Mapping[str, Any], replaces: str | None) -> dict[str, Any]:
-    """The transaction's Put of ``new_item``'s ``item``: only if the key is absent, or, when it ``replaces`` a dead
+    """The conditional PutItem of ``new_item``'s ``item``: only if the key is absent, or, when it ``replaces`` a dead
     record (the sha of its content), only if that record is still dead with that content (a retry or another
     replacement meanwhile wins). A replacement carries ``replaced_sha256``: a read-back after a lost answer then
     knows this accept call replaced the record rather than stored it first."""

@@ -10,83 +10,42 @@ Settled records keep their outcome (``platform_answer``, ``platform_order_id``, 
 ``unknown_outcomes`` counts the sends whose outcome stayed unknown. The same table holds the run control items
 (``outbox.control``); they have no ``record_id`` and never show up as records.
 
-Cost, in DynamoDB requests (the project's headline figure): accepting N records is ceil(N / 100)
-``TransactWriteItems`` (one more per chunk that met existing keys); reading due work is one ``Query`` page
-per 1,000 index entries plus one ``BatchGetItem`` per 100 records; settling is one ``BatchWriteItem`` per
-25 records. Nothing here ever scans.
+Cost, in DynamoDB requests: accepting N records is N conditional ``PutItem`` (16 at a time; ``outbox.accept``),
+one write unit per KB of each record (a ``TransactWriteItems`` would bill every item twice), plus one more request
+per record that replaces a dead one; reading due work is one ``Query`` page per 1,000 index entries plus one
+``BatchGetItem`` per 100 records; settling is one ``BatchWriteItem`` per 25 records. Nothing here ever scans.
 """
 
 from __future__ import annotations
 
-import random
-import time
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from typing import Any, TypeVar
-
-from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
 from ..clock import Clock, system_clock
 from ..dynamo import (
     MAX_BATCH_GET_KEYS,
     MAX_BATCH_WRITE_ITEMS,
-    MAX_KEY_BYTES,
     MAX_QUERY_LIMIT,
-    MAX_TRANSACT_BYTES,
-    MAX_TRANSACT_ITEMS,
-    RETRYABLE_REASONS,
     backoff,
     chunks,
-    describe_error,
     dynamodb_client,
-    error_code,
-    from_item,
-    is_retryable,
-    item_size,
-    maybe_applied,
     storage_errors,
     to_item,
 )
 from ..errors import StorageError
 from ..kinds import Kind
-from .items import accept_put, is_still_due, new_item, pk, record_from_item, settled_item
-from .records import (
-    MAX_ACCEPT_ITEM_BYTES,
-    AcceptIncomplete,
-    AcceptResult,
-    AcceptStatus,
-    OutboxRecord,
-    RecordState,
-    RecordTooLarge,
-    Settlement,
-    payload_sha256,
-)
+from .accept import Acceptor
+from .items import is_still_due, pk, record_from_item, settled_item
+from .records import AcceptResult, OutboxRecord, Settlement
 
 __all__ = ["DUE_INDEX", "OutboxStore"]
 
 DUE_INDEX = "due-index"
-_NEVER_SENT = (EndpointConnectionError, ConnectTimeoutError)
-_CONFLICT_RETRIES = 4  # TransactionConflict: another writer touched one of the keys at the same moment
 _UNPROCESSED_RETRIES = 8  # rounds of UnprocessedItems / UnprocessedKeys before giving up
 # Chunks of one BatchGetItem / BatchWriteItem job in flight at once, on the one (thread-safe) client: two jobs
-# at once (a sync run reads ahead while it settles) stay within botocore's 10 pooled connections.
+# at once (a sync run reads ahead while it settles) stay within the client's pool (dynamo.MAX_POOL_CONNECTIONS).
 _PARALLEL_CHUNKS = 4
-
-
-@dataclass(frozen=True)
-class _NewItem:
-    index: int
-    record_id: str
-    sha: str
-    item: dict[str, Any]
-    size: int
-    replaces: str | None = None  # the content (sha) of the dead record this one replaces, when it does
-
-
-# record_id -> (status of its first occurrence, sha of the stored content, state now)
-_Outcome = dict[str, tuple[AcceptStatus, str, RecordState | None]]
 
 
 class OutboxStore:
@@ -123,172 +82,18 @@ class OutboxStore:
         """Store new records due now; one result per record, in order. Idempotent: submitting the same
         records again changes nothing and answers ``duplicate``. A record stored ``dead`` and submitted with other
         (corrected) content is replaced and due again (``replaced``); any other state answers ``conflict``.
+        Each record is written on its own (``outbox.accept``): records are independent, never stored in groups.
 
         Raises ``RecordTooLarge`` (before any write) and ``AcceptIncomplete`` (a ``StorageError`` that says which
         records are stored; safe to retry: records already stored answer ``duplicate`` the next time).
         """
-        now = self.clock()
-        accept_id = uuid.uuid4().hex[:16]  # marks this call's writes: a retry that meets one knows it is its own
-        first_seen: dict[str, int] = {}
-        repeats: list[tuple[int, str, str]] = []  # (index, record_id, sha) of keys seen earlier in this call
-        new_items: list[_NewItem] = []
-        for index, (record_id, payload) in enumerate(records):
-            if not record_id or len(pk(kind, record_id).encode("utf-8")) > MAX_KEY_BYTES:
-                raise ValueError(f"record id {record_id[:80]!r}: empty or longer than a DynamoDB key allows")
-            sha = payload_sha256(payload)
-            if record_id in first_seen:
-                repeats.append((index, record_id, sha))
-                continue
-            first_seen[record_id] = index
-            item = new_item(kind, record_id, payload, sha, now, accept_id)
-            size = item_size(item)
-            if size > MAX_ACCEPT_ITEM_BYTES:
-                raise RecordTooLarge(record_id, size)
-            new_items.append(_NewItem(index, record_id, sha, item, size))
-
-        outcome: _Outcome = {}
-        failure: StorageError | None = None
-        for chunk in chunks(new_items, MAX_TRANSACT_ITEMS, MAX_TRANSACT_BYTES, size=lambda new: new.size):
-            if failure is not None:  # not attempted after a failure: certainly not stored
-                outcome.update({new.record_id: (AcceptStatus.NOT_STORED, "", None) for new in chunk})
-                continue
-            try:
-                self._put_new(chunk, outcome)
-            except StorageError as exc:
-                failure = exc
-                pending = [new for new in chunk if new.record_id not in outcome]
-                self._learn_what_was_stored(pending, outcome, maybe_applied=exc.maybe_applied)
-        results = self._results(len(records), new_items, repeats, outcome)
-        if failure is not None:
-            kept = (AcceptStatus.ACCEPTED, AcceptStatus.REPLACED, AcceptStatus.DUPLICATE)
-            stored = sum(r.status in kept for r in results)
-            raise AcceptIncomplete(f"{failure} ({stored} of {len(results)} records are stored)", results) from failure
-        return results
-
-    @staticmethod
-    def _results(
-        count: int, new_items: list[_NewItem], repeats: list[tuple[int, str, str]], outcome: _Outcome
-    ) -> list[AcceptResult]:
-        results: list[AcceptResult | None] = [None] * count
-        for new in new_items:
-            status, _, state = outcome[new.record_id]
-            results[new.index] = AcceptResult(new.record_id, status, None if status is AcceptStatus.CONFLICT else state)
-        for index, record_id, sha in repeats:
-            # Compared with what is stored now, which is the first occurrence unless that one conflicted.
-            status, stored_sha, state = outcome[record_id]
-            if status in (AcceptStatus.NOT_STORED, AcceptStatus.UNKNOWN):
-                results[index] = AcceptResult(record_id, status, None)
-            elif sha == stored_sha:
-                results[index] = AcceptResult(record_id, AcceptStatus.DUPLICATE, state)
-            else:
-                results[index] = AcceptResult(record_id, AcceptStatus.CONFLICT, None)
-        return [result for result in results if result is not None]
-
-    def _learn_what_was_stored(self, pending: list[_NewItem], outcome: _Outcome, *, maybe_applied: bool) -> None:
-        """After a failed transaction, read its keys back: it may have been applied before the failure (a
-        timeout after the write). What cannot be read is ``unknown`` unless the failure itself proves nothing
-        was written; the answer never guesses."""
-        try:
-            stored = self._batch_get([new.item["pk"]["S"] for new in pending])
-        except StorageError:
-            status = AcceptStatus.UNKNOWN if maybe_applied else AcceptStatus.NOT_STORED
-            outcome.update({new.record_id: (status, "", None) for new in pending})
-            return
-        for new in pending:
-            item = stored.get(new.item["pk"]["S"])
-            if item is None:
-                outcome[new.record_id] = (AcceptStatus.NOT_STORED, "", None)
-                continue
-            values = from_item(item)
-            stored_sha = str(values.get("payload_sha256", ""))
-            state = values.get("state")
-            if stored_sha == new.sha:
-                ours = values.get("accept_id") == new.item["accept_id"]["S"] and "replaced_sha256" in values
-                status = AcceptStatus.REPLACED if ours else AcceptStatus.ACCEPTED
-            elif state == RecordState.DEAD.value:  # a replacement that did not happen: sending again replaces it
-                outcome[new.record_id] = (AcceptStatus.NOT_STORED, "", None)
-                continue
-            else:
-                status = AcceptStatus.CONFLICT
-            outcome[new.record_id] = (status, stored_sha, RecordState(state) if state else None)
-
-    def _put_new(self, chunk: list[_NewItem], outcome: _Outcome) -> None:
-        """Write ``chunk`` in one transaction; keys that exist are classified and dropped (or, when stored dead with
-        other content, written again as replacements), and the rest is written again until it commits or nothing
-        is left."""
-        remaining = chunk
-        failures = 0
-        while remaining:
-            actions = [{"Put": accept_put(self.table_name, new.item, new.replaces)} for new in remaining]
-            try:
-                self.client.transact_write_items(TransactItems=actions)
-            except ClientError as exc:
-                code = error_code(exc)
-                reasons = exc.response.get("CancellationReasons") or []
-                if code == "TransactionCanceledException" and reasons:
-                    existing, replacing = self._classify_existing(remaining, reasons)
-                    if existing or replacing:
-                        outcome.update(existing)
-                        remaining = [
-                            replace(new, replaces=replacing[new.record_id]) if new.record_id in replacing else new
-                            for new in remaining
-                            if new.record_id not in existing
-                        ]
-                        continue  # progress (the stored items changed since the last round): no backoff
-                    retryable = any(reason.get("Code") in RETRYABLE_REASONS for reason in reasons)
-                else:
-                    retryable = is_retryable(exc)
-                failures += 1
-                if not retryable or failures > _CONFLICT_RETRIES:
-                    # An error answer means the transaction did not commit, unless DynamoDB itself failed (5xx).
-                    raise StorageError(
-                        f"accepting records (TransactWriteItems) failed: {describe_error(exc)}",
-                        maybe_applied=maybe_applied(exc),
-                    ) from exc
-                time.sleep(0.05 * failures + random.uniform(0, 0.05))
-            except BotoCoreError as exc:  # a timeout or a lost connection: the next round meets what was applied
-                failures += 1
-                if failures > _CONFLICT_RETRIES:
-                    raise StorageError(
-                        f"accepting records (TransactWriteItems) failed: {exc}",
-                        maybe_applied=not isinstance(exc, _NEVER_SENT),
-                    ) from exc
-                time.sleep(0.05 * failures + random.uniform(0, 0.05))
-            else:
-                for new in remaining:
-                    status = AcceptStatus.ACCEPTED if new.replaces is None else AcceptStatus.REPLACED
-                    outcome[new.record_id] = (status, new.sha, RecordState.DUE)
-                remaining = []
-
-    def _classify_existing(
-        self, remaining: list[_NewItem], reasons: list[dict[str, Any]]
-    ) -> tuple[_Outcome, dict[str, str | None]]:
-        """What the keys a transaction met hold: final outcomes, and the records to write again as replacements
-        of a dead record (record_id -> its stored sha) or, gone meanwhile, as new keys (-> None)."""
-        existing: _Outcome = {}
-        replacing: dict[str, str | None] = {}
-        for new, reason in zip(remaining, reasons, strict=False):
-            if reason.get("Code") != "ConditionalCheckFailed":
-                continue
-            old = reason.get("Item")
-            if old is None:  # DynamoDB names the item; read it if a server did not
-                old = self._get_raw(new.item["pk"]["S"], "accepting records (GetItem)")
-                if old is None:
-                    if new.replaces is not None:
-                        replacing[new.record_id] = None  # gone (expired): a plain write next round
-                    continue  # gone again (expired): written on the next round
-            stored = from_item(old)
-            stored_sha = str(stored.get("payload_sha256", ""))
-            state = stored.get("state")
-            if stored_sha != new.sha and state == RecordState.DEAD.value and new.replaces != stored_sha:
-                replacing[new.record_id] = stored_sha  # corrected content for a dead record: replace it
-                continue
-            status = AcceptStatus.DUPLICATE if stored_sha == new.sha else AcceptStatus.CONFLICT
-            if status is AcceptStatus.DUPLICATE and stored.get("accept_id") == new.item["accept_id"]["S"]:
-                # Our own write, applied by an attempt whose answer was lost (a timeout or a 5xx before a retry).
-                status = AcceptStatus.REPLACED if "replaced_sha256" in stored else AcceptStatus.ACCEPTED
-            existing[new.record_id] = (status, stored_sha, RecordState(state) if state else None)
-        return existing, replacing
+        acceptor = Acceptor(
+            self.table_name,
+            self.client,
+            batch_get=self._batch_get,
+            get_item=lambda key: self._get_raw(key, "accepting records (GetItem)"),
+        )
+        return acceptor.accept(kind, records, self.clock())
 
     # --------------------------------------------------------------------------------------------- reading
     def get(self, kind: Kind, record_id: str) -> OutboxRecord | None:
