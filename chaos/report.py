@@ -261,6 +261,8 @@ def _violations(total: KindFigures) -> list[str]:
         )
     if total.refused_not_dead:
         found.append(f"{total.refused_not_dead} refused records not dead")
+    if total.wrong_order_id:
+        found.append(f"{total.wrong_order_id} external orders synced without the platform's order id")
     return found
 
 

@@ -101,10 +101,12 @@ def test_refused_records_end_dead(findings: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("findings", _cases(("odd",)), indirect=True)
 def test_records_answered_in_an_odd_shape_are_not_sent_again(findings: dict[str, Any]) -> None:
-    """docs/PROTOCOL.md §2: an answer in an unexpected shape was still applied; never re-send it blindly."""
+    """docs/PROTOCOL.md §2: an answer in an unexpected shape was still applied; never re-send it blindly. An
+    external order whose answer shows no readable order id is not synced without it."""
     total = _total(findings)
     assert total["odd_records"] > 0, "the odd class answers some calls in odd shapes"
     assert total["odd_resent"] == 0, findings["report"]
+    assert total["wrong_order_id"] == 0, findings["report"]
 
 
 @pytest.mark.parametrize("findings", _cases(), indirect=True)

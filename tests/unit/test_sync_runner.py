@@ -439,13 +439,21 @@ def test_an_odd_writeoff_answer_never_blocks_the_records_behind_it(body: dict[st
 
 
 @pytest.mark.parametrize("order_id", ["abc", 12.5, -3, {"id": 1}, None])
-def test_an_odd_order_id_still_syncs_the_order(order_id: Any) -> None:
+def test_an_order_taken_without_a_readable_id_is_unconfirmed_with_the_answer(order_id: Any) -> None:
     world = World(Kind.EXTERNAL_ORDER)
-    ids = world.outbox.add(Kind.EXTERNAL_ORDER, [external_order(1)])
-    world.platform.answer = lambda call: {"result": {"success": True, "data": {"order_id": order_id}}}
-    assert world.run().synced == 1
+    ids = world.outbox.add(Kind.EXTERNAL_ORDER, [external_order(1), external_order(2)])
+    odd = {"result": {"success": True, "data": {"order_id": order_id}}}
+    world.platform.answer = lambda call: odd if call.records[0]["idempotent_id"] == ids[0] else accepted(call)
+    report = world.run()
+    assert (report.synced, report.unconfirmed, len(world.platform.calls)) == (1, 1, 2)
     record = world.outbox.get(Kind.EXTERNAL_ORDER, ids[0])
-    assert record.state is RecordState.SYNCED and record.platform_order_id is None and record.platform_answer
+    assert record.state is RecordState.UNCONFIRMED and record.platform_order_id is None
+    assert "no readable platform order id" in (record.last_error or "") and record.platform_answer
+    assert record.unknown_outcomes == 0, "the platform took it: only its id is unknown"
+    world.time.advance(3600)
+    world.run()
+    assert len(world.platform.calls) == 2, "never sent again on its own"
+    assert world.outbox.get(Kind.EXTERNAL_ORDER, ids[1]).platform_order_id == 10_002
 
 
 def test_an_unreadable_order_answer_leaves_the_rest_of_the_round_going() -> None:

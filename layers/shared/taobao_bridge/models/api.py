@@ -68,6 +68,9 @@ class OutboundApi:
     wrap: Callable[[list[dict[str, Any]]], Any]  # how a batch of record payloads sits in ``param``
     verdict: Callable[[Mapping[str, Any]], Verdict]  # the business result of an accepted call; never raises
     idempotent: bool = False  # the platform dedupes a repeated call (a key in the record): re-sending is safe
+    # A taken record's answer carries the platform's id for it (``Verdict.platform_order_id``), which merchants need
+    # to refer to it: an answer that takes the record without a readable id does not settle it synced.
+    answers_order_id: bool = False
 
     def params(self, payloads: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         """The wire parameters (name -> text) for one batch of record payloads (JSON-mode dicts).

@@ -157,4 +157,5 @@ API: Final = OutboundApi(
     wrap=_single,
     verdict=verdict,
     idempotent=True,  # the platform dedupes on idempotent_id
+    answers_order_id=True,  # result.data.order_id
 )

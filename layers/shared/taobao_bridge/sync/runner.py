@@ -214,6 +214,16 @@ class SyncRunner:
         if verdict.refusal:
             self._isolate(records, verdict.refusal, report, deadline, settled)
             return
+        if self.spec.api.answers_order_id and verdict.platform_order_id is None:
+            # Taken, but without the id merchants need. Not synced (that would hide it), not re-sent on its own (an
+            # answer shape changed for good would repeat every order's call): unconfirmed with the answer kept, the
+            # alarm fires, and an operator's retry is safe because the platform dedupes and answers the same id.
+            reason = (
+                "taken, but the answer holds no readable platform order id (answer kept); retrying it is safe: the "
+                "platform dedupes on idempotent_id and answers the same id"
+            )
+            settled.extend(Unconfirmed(r, reason, body, unknown_outcome=False) for r in records)
+            return
         settled.extend(Synced(r, body, verdict.platform_order_id) for r in records)
 
     def _isolate(
