@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check layers functions bridge_local bridge_cli tests bench chaos
 
 typecheck: $(STAMP)
-	$(PY) -m mypy layers/shared/taobao_bridge functions bridge_local
+	$(PY) -m mypy layers/shared/taobao_bridge functions bridge_local bridge_cli
 
 ## bench: the benchmark suite (issue 11): callback latency and cold start, sync throughput against a naive script and
 ## taobaopy, cost per record, scale; prints one table, writes docs/BENCHMARKS.md (4 minutes; BENCH_ARGS=--scale-100k)

@@ -57,14 +57,21 @@ def build() -> dict[str, Any]:
     paths: dict[str, Any] = {"/qimen": _qimen_path(names[(FulfillmentCreateRequest, "validation")]["$ref"])}
     for spec in KINDS.values():
         record = names[(spec.dto, "validation")]["$ref"]
-        paths[f"/v1/{spec.path}"] = _submit_path(spec.path, record)
+        paths[f"/v1/{spec.path}"] = {**_submit_path(spec.path, record), **_list_path(spec.path)}
         paths[f"/v1/{spec.path}/{{id}}"] = _show_path(spec.path)
+        paths[f"/v1/{spec.path}/{{id}}/retry"] = _retry_one_path(spec.path)
+        paths[f"/v1/{spec.path}/retry"] = _retry_bulk_path(spec.path)
+    paths.update(_fulfillment_order_paths())
+    paths.update(_ops_paths())
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "taobao-bridge HTTP API",
             "version": "1",
-            "description": "Intake of merchant records (IAM-signed in AWS) and the Qimen callback.",
+            "description": (
+                "The Qimen callback; intake of merchant records, fulfillment orders for store systems and the "
+                "operators' routes (IAM-signed in AWS; docs/OPERATIONS.md)."
+            ),
         },
         "paths": paths,
         "components": {
@@ -110,6 +117,142 @@ def _show_path(path: str) -> dict[str, Any]:
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _json("#/components/schemas/Record", "the record's sync state"), "404": _error(404)},
         }
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+def _in_path(name: str, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+_PAGE = [
+    _query("after", "the `next` of the previous page; none: from the start", {"type": "string"}),
+    _query("limit", "1 to 1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+]
+
+
+def _operation(operation_id: str, description: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    errors = {str(status): _json("#/components/schemas/OpsError", text) for status, text in _OPS_ERRORS.items()}
+    chosen = {code: errors[code] for code in extra.pop("errors", ())}
+    return {
+        "operationId": operation_id,
+        "description": description,
+        "security": [{"sigv4": []}],
+        **extra,
+        "responses": {**responses, **chosen},
+    }
+
+
+_OPS_ERRORS = {
+    400: "a parameter breaks its rule (`parameter` names it)",
+    404: "no such kind, scope, record or order",
+    409: "the record is not in a state this allows (`state` says which)",
+    503: "storage unavailable; repeating the request is safe",
+}
+
+
+def _list_path(path: str) -> dict[str, Any]:
+    state = {"enum": ["due", "dead", "unconfirmed"]}
+    return {
+        "get": _operation(
+            f"list_{path.replace('-', '_')}",
+            "Records in a state, oldest first, with a cursor (README, Operating records).",
+            {"200": _json("#/components/schemas/RecordPage", "a page of records")},
+            parameters=[_query("state", "the records' state", state, required=True), *_PAGE],
+            errors=("400", "404", "503"),
+        )
+    }
+
+
+def _retry_one_path(path: str) -> dict[str, Any]:
+    return {
+        "post": _operation(
+            f"retry_one_{path.replace('-', '_')}",
+            "One dead or unconfirmed record due again now.",
+            {"200": _json("#/components/schemas/OpsAnswer", "`status` retried, `state` due")},
+            parameters=[_in_path("id")],
+            errors=("404", "409", "503"),
+        )
+    }
+
+
+def _retry_bulk_path(path: str) -> dict[str, Any]:
+    body = {
+        "type": "object",
+        "required": ["state"],
+        "properties": {
+            "state": {"enum": ["dead", "unconfirmed"]},
+            "dry_run": {"type": "boolean"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+        },
+    }
+    return {
+        "post": _operation(
+            f"retry_bulk_{path.replace('-', '_')}",
+            "A state's oldest records due again, or with `dry_run` only which.",
+            {"200": _json("#/components/schemas/OpsAnswer", "`matched`, `retried`, `ids`, `has_more`")},
+            requestBody={"required": True, "content": {"application/json": {"schema": body}}},
+            errors=("400", "404", "503"),
+        )
+    }
+
+
+def _fulfillment_order_paths() -> dict[str, Any]:
+    include = _query("include", "`personal`: the personal fields too", {"enum": ["personal"]})
+    return {
+        "/v1/fulfillment-orders": {
+            "get": _operation(
+                "list_fulfillment_orders",
+                "Orders in the order received, with a cursor (README, Fulfillment orders).",
+                {"200": _json("#/components/schemas/OpsAnswer", "`orders`, `next` (always), `has_more`")},
+                parameters=[*_PAGE, include],
+                errors=("400", "503"),
+            )
+        },
+        "/v1/fulfillment-orders/{fulfillment_order_no}": {
+            "get": _operation(
+                "show_fulfillment_order",
+                "One stored order, its `partner_order_id`, state and receipt time.",
+                {"200": _json("#/components/schemas/OpsAnswer", "the order")},
+                parameters=[_in_path("fulfillment_order_no"), include],
+                errors=("400", "404", "503"),
+            )
+        },
+    }
+
+
+def _ops_paths() -> dict[str, Any]:
+    answer = {"200": _json("#/components/schemas/OpsAnswer", "what was done")}
+    kind = _in_path("kind", "writeoff, risk or external_order")
+    flows = {
+        action: {
+            "post": _operation(
+                f"flow_{action.replace('-', '_')}",
+                f"{action} a flow (README, Operating records)",
+                answer,
+                parameters=[kind],
+                errors=("400", "404", "503"),
+            )
+        }
+        for action in ("pause", "resume", "clear-session-pause")
+    }
+    return {
+        "/v1/ops/status": {
+            "get": _operation("status", "Per flow: counts by state, oldest due, pauses, bans, lease.", answer)
+        },
+        "/v1/ops/bans/{scope}/lift": {
+            "post": _operation(
+                "lift_ban",
+                "Lift a stored ban.",
+                answer,
+                parameters=[_in_path("scope", "app, writeoff, risk or external_order")],
+                errors=("404", "503"),
+            )
+        },
+        **{f"/v1/ops/flows/{{kind}}/{action}": item for action, item in flows.items()},
     }
 
 
@@ -163,6 +306,23 @@ def _answer_schemas() -> dict[str, Any]:
                 "unknown_outcomes": {"type": "integer"},
                 "platform_order_id": {"type": ["string", "null"], "description": "text: a 19-digit id"},
             },
+        },
+        "RecordPage": {
+            "type": "object",
+            "required": ["records", "next", "has_more"],
+            "properties": {
+                "kind": {"type": "string"},
+                "state": {"type": "string"},
+                "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+                "next": {"type": ["string", "null"]},
+                "has_more": {"type": "boolean"},
+            },
+        },
+        "OpsAnswer": {"type": "object", "description": "README, Operating records / Fulfillment orders"},
+        "OpsError": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "parameter": {"type": "string"}},
         },
         "QimenAnswer": {
             "type": "object",
