@@ -171,8 +171,9 @@ def cost_rows(runs: SyncRuns) -> list[Row]:
                 "WRU",
                 "from moto's requests (accept + sync): " + cost.breakdown(cost.writes),
                 Target("<=", 3, "WRU") if writeoff else None,
-                why="each record is written at accept (transactional: 2), its due-index entry added and removed (2), "
-                "and settled (1)"
+                why="each record is written at accept (a conditional PutItem: 1), its due-index entry added and "
+                "removed (2), and settled (1): the floor while every due record has its own index entry; 3 would need "
+                "due work kept as one queue item per accepted batch instead of the index (not built)"
                 if writeoff
                 else "",
             )
