@@ -4,6 +4,7 @@
 - ``store``: ``OutboxStore`` accepts records, reads due ones and writes settlements; ``items``: how records and
   settlements are stored as DynamoDB items;
 - ``control``: ``RunControl`` holds the leases, bans and pauses that steer sync runs (same table);
+- ``table``: ``OutboxTable``, their common base (table name, clock, the shared client);
 - ``operations``: ``RecordOperations`` lists records by state, makes dead or unconfirmed ones due again and
   counts them, for operators.
 

@@ -20,13 +20,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..clock import Clock, system_clock
 from ..dynamo import (
     MAX_BATCH_GET_KEYS,
     backoff,
     chunks,
     describe_error,
-    dynamodb_client,
     error_code,
     from_item,
     storage_errors,
@@ -34,6 +32,7 @@ from ..dynamo import (
     truncate_utf8,
 )
 from ..errors import StorageError
+from .table import OutboxTable
 
 __all__ = ["Ban", "Lease", "OperatorPause", "Pause", "RunControl"]
 
@@ -75,24 +74,8 @@ class Lease:
     until_ms: int
 
 
-class RunControl:
+class RunControl(OutboxTable):
     """Leases, bans and pauses in the outbox table. Thread-compatible; the client is shared."""
-
-    def __init__(self, table_name: str, *, client: Any | None = None, clock: Clock = system_clock) -> None:
-        self.table_name = table_name
-        self.clock = clock
-        self._client = client
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> RunControl:
-        """Run control in the table named by ``OUTBOX_TABLE``."""
-        return cls(settings.require("outbox_table"))
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
 
     # ------------------------------------------------------------------------------------------------ leases
     def acquire_lease(self, name: str, owner: str, *, until_ms: int, now_ms: int) -> bool:

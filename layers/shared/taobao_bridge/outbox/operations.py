@@ -26,14 +26,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..clock import Clock, system_clock
 from ..dynamo import (
     MAX_BATCH_GET_KEYS,
     MAX_QUERY_LIMIT,
     backoff,
     chunks,
     describe_error,
-    dynamodb_client,
     error_code,
     from_item,
     storage_errors,
@@ -45,6 +43,7 @@ from ..kinds import Kind
 from .items import ATTENTION_STATES, attention_key, pk, record_from_item
 from .records import OutboxRecord, RecordState
 from .store import DUE_INDEX
+from .table import OutboxTable
 
 __all__ = [
     "ATTENTION_INDEX",
@@ -155,24 +154,8 @@ def decode_cursor(cursor: str, kind: Kind, state: RecordState) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ the store
-class RecordOperations:
+class RecordOperations(OutboxTable):
     """Operator reads and replays on the outbox table. Thread-compatible; the client is shared."""
-
-    def __init__(self, table_name: str, *, client: Any | None = None, clock: Clock = system_clock) -> None:
-        self.table_name = table_name
-        self.clock = clock
-        self._client = client
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> RecordOperations:
-        """Operations on the table named by ``OUTBOX_TABLE``."""
-        return cls(settings.require("outbox_table"))
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
 
     def _now_ms(self) -> int:
         return int(self.clock().timestamp() * 1000)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from ..clock import Clock, system_clock
 from ..dynamo import (
@@ -29,7 +29,6 @@ from ..dynamo import (
     MAX_QUERY_LIMIT,
     backoff,
     chunks,
-    dynamodb_client,
     storage_errors,
     to_item,
 )
@@ -38,6 +37,7 @@ from ..kinds import Kind
 from .accept import Acceptor
 from .items import is_still_due, pk, record_from_item, settled_item
 from .records import AcceptResult, OutboxRecord, Settlement
+from .table import OutboxTable
 
 __all__ = ["DUE_INDEX", "OutboxStore"]
 
@@ -48,7 +48,7 @@ _UNPROCESSED_RETRIES = 8  # rounds of UnprocessedItems / UnprocessedKeys before 
 _PARALLEL_CHUNKS = 4
 
 
-class OutboxStore:
+class OutboxStore(OutboxTable):
     """The outbox's records. Thread-compatible; one per container is enough (the client is shared)."""
 
     def __init__(
@@ -61,21 +61,13 @@ class OutboxStore:
     ) -> None:
         if retention_days < 1:
             raise ValueError("retention_days must be >= 1")
-        self.table_name = table_name
-        self.clock = clock
+        super().__init__(table_name, client=client, clock=clock)
         self.retention_days = retention_days
-        self._client = client
 
     @classmethod
-    def from_settings(cls, settings: Any) -> OutboxStore:
+    def from_settings(cls, settings: Any) -> Self:
         """The store named by ``OUTBOX_TABLE``, keeping outcomes ``OUTBOX_RETENTION_DAYS``."""
         return cls(settings.require("outbox_table"), retention_days=settings.outbox_retention_days)
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = dynamodb_client()
-        return self._client
 
     # ------------------------------------------------------------------------------------------------ accept
     def accept(self, kind: Kind, records: Sequence[tuple[str, dict[str, Any]]]) -> list[AcceptResult]:
