@@ -69,6 +69,8 @@ build: $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
 	@$(PYTHON313) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || \
 		{ echo "make build needs Python 3.13 as $(PYTHON313) (the Lambda runtime's); see README, Deploy"; exit 1; }
 	$(SAM) build
+	@# botocore's data for the services the functions call, not all 449: smaller layer, quicker first client.
+	PYTHONPATH=$(CURDIR) $(PYTHON313) -m bridge_local.layer_trim $(BUILD_DIR)/SharedLayer/python
 	@# Lambda's /opt (the layer) and /var/task are read-only: a module shipped without its .pyc is compiled again
 	@# at every cold start. unchecked-hash, because SAM zips every file dated 1980: a .pyc that checks its source's
 	@# timestamp would be stale in Lambda, and a hash-checked one would read and hash every source file. The paths
