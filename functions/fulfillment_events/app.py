@@ -4,6 +4,10 @@ publishes and says what failed; this handler counts and answers Lambda with the 
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until imports_done() at the end: taobao_bridge.coldstart says why
+
 import os
 from typing import Any
 
@@ -11,6 +15,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from taobao_bridge.coldstart import imports_done
 from taobao_bridge.fulfillment_events import EVENT_BUS_ENV, STAGE_ENV, publish_new_orders
 from taobao_bridge.settings import metrics_namespace
 from taobao_bridge.tracing import handler_tracer
@@ -34,3 +39,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="FulfillmentEventsFailed", unit=MetricUnit.Count, value=len(report.failed))
     metrics.add_metric(name="FulfillmentEventsSkipped", unit=MetricUnit.Count, value=report.skipped)
     return report.batch_response()
+
+
+imports_done()  # last: what the module built above is the container's for life

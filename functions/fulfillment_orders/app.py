@@ -5,6 +5,10 @@ cursor and the settle lag live in taobao_bridge.fulfillment_orders (README.md, "
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until imports_done() at the end: taobao_bridge.coldstart says why
+
 import os
 from typing import Any
 from urllib.parse import unquote
@@ -15,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from taobao_bridge import dynamo
+from taobao_bridge.coldstart import imports_done
 from taobao_bridge.errors import StorageError
 from taobao_bridge.fulfillment_orders import (
     Cursor,
@@ -104,3 +109,6 @@ def storage_unavailable(exc: StorageError) -> Response:
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+imports_done()  # last: what the module built above is the container's for life

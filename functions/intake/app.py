@@ -3,6 +3,10 @@ shows one record's sync state. Validation and storage live in taobao_bridge.inta
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until imports_done() at the end: taobao_bridge.coldstart says why
+
 from typing import Any
 from urllib.parse import unquote
 
@@ -12,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from taobao_bridge.apigw import raw_body
+from taobao_bridge.coldstart import imports_done
 from taobao_bridge.errors import StorageError
 from taobao_bridge.intake import (
     Intake,
@@ -125,3 +130,6 @@ def storage_unavailable(exc: StorageError) -> Response:
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+imports_done()  # last: what the module built above is the container's for life

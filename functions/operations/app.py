@@ -3,6 +3,10 @@ status, lift bans and pause or resume flows (README "Operating records"). The lo
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until imports_done() at the end: taobao_bridge.coldstart says why
+
 from typing import Any
 from urllib.parse import unquote
 
@@ -12,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from taobao_bridge.apigw import raw_body
+from taobao_bridge.coldstart import imports_done
 from taobao_bridge.errors import StorageError
 from taobao_bridge.intake import NotFound
 from taobao_bridge.jsonutil import dumps
@@ -141,3 +146,6 @@ def storage_unavailable(exc: StorageError) -> Response:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="OperatorRequests", unit=MetricUnit.Count, value=1)
     return app.resolve(event, context)
+
+
+imports_done()  # last: what the module built above is the container's for life

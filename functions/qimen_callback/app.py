@@ -7,6 +7,10 @@ answers below keep the exact shape its HTTP API resolver gave.
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until imports_done() at the end: taobao_bridge.coldstart says why
+
 import logging
 from typing import Any
 
@@ -15,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from taobao_bridge.callback import build_qimen_dispatcher, dispatch_event, unexpected_failure
+from taobao_bridge.coldstart import imports_done
 from taobao_bridge.fulfillment_service import FulfillmentOutcome as Fulfillment
 from taobao_bridge.jsonutil import dumps
 from taobao_bridge.qimen import DispatchResult, QimenOutcome
@@ -92,3 +97,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     except Exception:
         logger.exception("unexpected failure in the Qimen callback")
         return respond(unexpected_failure())
+
+
+imports_done()  # last: what the module built above is the container's for life

@@ -6,6 +6,10 @@ One code folder, three entry points (one Lambda function each, see template.yaml
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until imports_done() at the end: taobao_bridge.coldstart says why
+
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +17,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from taobao_bridge.coldstart import imports_done
 from taobao_bridge.kinds import Kind
 from taobao_bridge.settings import metrics_namespace
 from taobao_bridge.sync import run_scheduled
@@ -43,3 +48,6 @@ def _handler_for(kind: Kind) -> Handler:
 writeoffs = _handler_for(Kind.WRITEOFF)
 risk = _handler_for(Kind.RISK)
 external_orders = _handler_for(Kind.EXTERNAL_ORDER)
+
+
+imports_done()  # last: what the module built above is the container's for life
