@@ -3,7 +3,7 @@
 Every function's module starts with ``import gc`` and ``gc.disable()``, before any other import, and calls
 :func:`imports_done` once its module-level objects exist. The imports build some 80,000 objects (pydantic's
 schemas, botocore, Powertools) that live as long as the container and are not garbage; with the collector on, each
-full collection during the imports scans all of them again: about 40 ms of the callback's cold start on
+full collection during the imports scans all of them again: about 45 ms of the callback's cold start on
 Python 3.13 (``python -m bench.cold_start``). Frozen, they also stay out of every later collection.
 tests/unit/test_coldstart.py checks that every function does both, and that the collector ends up on.
 """
