@@ -23,7 +23,6 @@ time from the first import to the end of that first invocation is measured insid
   order's model validated and its transaction written (the stub accepts it). A wrongly signed call is answered
   before the model or the secret is needed, so it alone would reward deferring what every real order pays.
 - The bare handler imports boto3 and creates a DynamoDB client at import time, and answers ``{}``.
-
 - The n-th of the runs imports and invokes from n/runs of a 16 KB frame-stack chunk deeper (``DEPTH_SPAN``): in
   CPython 3.13 a hot loop on a chunk boundary runs several times slower, and where the boundaries fall in Lambda
   depends on the runtime's own depth. Every handler runs at the same depths.
