@@ -2,13 +2,13 @@
 
     PYTHONPATH=. python3.13 -m bridge_local.layer_trim .aws-sam/build/SharedLayer/python
 
-botocore ships the API data of every AWS service: 449 services, 28 MB of the layer's 48. The functions call four
-(``KEPT_SERVICES``), and the rest is not only size: every botocore session lists the data directory before its
-first client (a ``stat`` per file of 449 folders, twice) and parses ``endpoints.json`` (1.2 MB, every service in
-every partition). In a cold start of the Qimen callback that is about 30 ms of its first call (83 -> 55 ms)
-(``python -m bench.cold_start``). After the trim the layer keeps, for the kept services only, their folders (without
-``examples-1.json``, which only botocore's docs read) and their entries of ``endpoints.json``; every other file of
-botocore's data is untouched.
+botocore ships the API data of every AWS service: 449 services, 28 MB of the layer's 48. The functions call three
+and the X-Ray SDK a fourth (``KEPT_SERVICES``, with three more for botocore's credential chain outside Lambda), and
+the rest is not only size: every botocore session lists the data directory before its first client (a ``stat`` per
+file of 449 folders, twice) and parses ``endpoints.json`` (1.2 MB, every service in every partition). In a cold
+start of the Qimen callback that is about 30 ms of its first call (83 -> 55 ms, ``python -m bench.cold_start``).
+After the trim the layer keeps, for the kept services only, their folders (without ``examples-1.json``, which only
+botocore's docs read) and their entries of ``endpoints.json``; every other file of botocore's data is untouched.
 
 A client of any other service fails in Lambda with botocore's ``UnknownServiceError``:
 tests/unit/test_layer_trim.py fails first if the code creates one, and checks that a trimmed botocore resolves the
@@ -31,6 +31,11 @@ KEPT_SERVICES: dict[str, str] = {
     "events": "FulfillmentOrderReceived on the stack's bus (taobao_bridge.fulfillment_events)",
     # In Lambda the X-Ray SDK samples locally; elsewhere its sampler polls X-Ray's rules with a botocore client.
     "xray": "the X-Ray SDK's sampling rules (outside Lambda only)",
+    # Lambda hands the role's credentials over in the environment; anywhere else the layer's code may run (a
+    # harness, a container) botocore's credential chain may assume a role, trade a web identity or an SSO token.
+    "sts": "botocore's credential chain: assume-role and web-identity profiles (outside Lambda)",
+    "sso": "botocore's credential chain: SSO profiles (outside Lambda)",
+    "sso-oidc": "botocore's credential chain: SSO token refresh (outside Lambda)",
 }
 """The botocore service names (``boto3.client(name)``) whose data the layer keeps, and who uses each."""
 

@@ -21,7 +21,7 @@ from bridge_local.template import PROJECT_ROOT
 
 BOTOCORE_DATA = Path(botocore.__file__).parent / "data"
 CODE = [PROJECT_ROOT / "layers" / "shared" / "taobao_bridge", PROJECT_ROOT / "functions"]
-OTHER_SERVICES = ("s3", "sqs", "lambda", "sts")  # present in a whole botocore, removed by the trim
+OTHER_SERVICES = ("s3", "sqs", "lambda", "iam")  # present in a whole botocore, removed by the trim
 
 
 def clients_created_in(roots: list[Path]) -> dict[str, list[str]]:
@@ -104,11 +104,15 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "secretsmanager": ("get_secret_value", {"SecretId": "taobao-bridge/dev"}),
     "events": ("put_events", {"Entries": [{"Source": "s", "DetailType": "d", "Detail": "{}"}]}),
     "xray": ("get_sampling_rules", {}),
+    "sts": ("get_caller_identity", {}),
+    "sso": ("list_accounts", {"accessToken": "token"}),
+    "sso-oidc": ("create_token", {"clientId": "c", "clientSecret": "s", "grantType": "refresh_token"}),
 }
 
 
-def _request(session: botocore.session.Session, service: str, region: str) -> tuple[str, str]:
-    """Where one request goes and the credential scope it is signed for, answered on the spot (no network)."""
+def _request(session: botocore.session.Session, service: str, region: str) -> tuple[str, str | None]:
+    """Where one request goes and the credential scope it is signed for (SSO's calls are not signed), answered on
+    the spot (no network)."""
     client = session.create_client(service, region_name=region)
     seen: list[Any] = []
 
@@ -123,7 +127,10 @@ def _request(session: botocore.session.Session, service: str, region: str) -> tu
     except Exception:  # noqa: S110 - an empty answer may not parse; the request was already seen
         pass
     (request,) = seen
-    scope = request.headers["Authorization"].decode().split("Credential=")[1].split(",")[0].split("/", 1)[1]
+    authorization = request.headers.get("Authorization")
+    if authorization is None:
+        return request.url, None
+    scope = authorization.decode().split("Credential=")[1].split(",")[0].split("/", 1)[1]
     return request.url, scope
 
 
