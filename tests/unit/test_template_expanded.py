@@ -74,8 +74,12 @@ INTENDED_DYNAMODB = {
         ("dynamodb:GetItem", "FulfillmentOrdersTable"),
         ("dynamodb:Query", f"FulfillmentOrdersTable/index/{RECEIVED_INDEX}"),
     },
-    # fulfillment_events reads the table's stream only (SAM's stream-reading role), never the table
-    ORDER_EVENTS: set(),
+    # fulfillment_events: Lambda reads the orders table's stream for it (its own role: SAM's would read every
+    # stream of the account); never the table
+    ORDER_EVENTS: {
+        (f"dynamodb:{a}", "FulfillmentOrdersTable/stream/*")
+        for a in ("DescribeStream", "GetRecords", "GetShardIterator", "ListStreams")
+    },
 }
 # The operators' routes (OperationsFunction); OperatorPolicy allows exactly these.
 OPERATOR_ROUTES = {
@@ -333,6 +337,23 @@ def check_dynamodb_actions(t: dict[str, Any]) -> None:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not [a for a in actions if a.endswith(":*") or a == "*"], statement
             assert "dynamodb:Scan" not in actions, statement
+
+
+# What SAM attaches to every function's role it makes (logs; X-Ray segments, as Tracing is Active). Its other
+# managed policies (e.g. AWSLambdaDynamoDBExecutionRole for a stream event) allow their actions on every resource.
+ALLOWED_MANAGED_POLICIES = {"service-role/AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+
+
+def check_managed_policies(t: dict[str, Any]) -> None:
+    for function_id in FUNCTIONS:
+        role_id = ref_name(t["Resources"][function_id]["Properties"]["Role"])
+        arns = t["Resources"][role_id]["Properties"].get("ManagedPolicyArns", [])
+        # "arn:aws:iam::aws:policy/<name>" from SAM, {"Fn::Sub": "arn:${AWS::Partition}:…"} from the template
+        names = {str(a if isinstance(a, str) else a.get("Fn::Sub")).rpartition(":policy/")[2] for a in arns}
+        assert names <= ALLOWED_MANAGED_POLICIES, (function_id, names)
+        for statement in role_statements(t, function_id):
+            resources_ = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert "*" not in resources_, (function_id, statement)
 
 
 def check_no_scan(t: dict[str, Any]) -> None:
@@ -913,6 +934,47 @@ BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
     ("per-kind query on a field runs do not log", "dashboard", _in_dashboard("report.dead", "report.deaths")),
     ("per-kind query on a message nobody logs", "dashboard", _in_dashboard("'sync run finished'", "'sync run done'")),
     ("no dashboard URL", "dashboard", _set(["Outputs", "DashboardUrl"], KeyError)),
+    (
+        "events function back on SAM's role (every stream of the account)",
+        "managed_policies",
+        _set(["Resources", ORDER_EVENTS, "Properties", "Role"], KeyError),
+    ),
+    (
+        "events function reads every stream",
+        "dynamodb_actions",
+        _set(
+            [
+                "Resources",
+                "FulfillmentEventsRole",
+                "Properties",
+                "Policies",
+                0,
+                "PolicyDocument",
+                "Statement",
+                0,
+                "Resource",
+            ],
+            "*",
+        ),
+    ),
+    (
+        "a wildcard resource",
+        "managed_policies",
+        _set(
+            [
+                "Resources",
+                "FulfillmentEventsRole",
+                "Properties",
+                "Policies",
+                0,
+                "PolicyDocument",
+                "Statement",
+                1,
+                "Resource",
+            ],
+            "*",
+        ),
+    ),
 ]
 
 
