@@ -771,6 +771,12 @@ def _in_dashboard(old: str, new: str) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _events_statement_resource(index: int, resource: str) -> Callable[[dict[str, Any]], None]:
+    """Set the ``Resource`` of statement ``index`` of FulfillmentEventsRole's policy."""
+    statement = ["Resources", "FulfillmentEventsRole", "Properties", "Policies", 0, "PolicyDocument", "Statement"]
+    return _set([*statement, index, "Resource"], resource)
+
+
 BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
     ("intake may scan", "dynamodb_actions", lambda t: _intake_statement(t)["Action"].append("dynamodb:Scan")),
     ("intake may scan", "no_scan", lambda t: _intake_statement(t)["Action"].append("dynamodb:Scan")),
@@ -939,42 +945,8 @@ BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
         "managed_policies",
         _set(["Resources", ORDER_EVENTS, "Properties", "Role"], KeyError),
     ),
-    (
-        "events function reads every stream",
-        "dynamodb_actions",
-        _set(
-            [
-                "Resources",
-                "FulfillmentEventsRole",
-                "Properties",
-                "Policies",
-                0,
-                "PolicyDocument",
-                "Statement",
-                0,
-                "Resource",
-            ],
-            "*",
-        ),
-    ),
-    (
-        "a wildcard resource",
-        "managed_policies",
-        _set(
-            [
-                "Resources",
-                "FulfillmentEventsRole",
-                "Properties",
-                "Policies",
-                0,
-                "PolicyDocument",
-                "Statement",
-                1,
-                "Resource",
-            ],
-            "*",
-        ),
-    ),
+    ("events function reads every stream", "dynamodb_actions", _events_statement_resource(0, "*")),
+    ("a wildcard resource", "managed_policies", _events_statement_resource(1, "*")),
 ]
 
 
