@@ -22,7 +22,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..dynamo import (
     MAX_BATCH_GET_KEYS,
-    backoff,
     chunks,
     describe_error,
     error_code,
@@ -271,20 +270,9 @@ class RunControl(OutboxTable):
         keys = {_counter_key(name, today - timedelta(days=back)): name for name in names for back in range(days + 1)}
         totals = dict.fromkeys(names, 0)
         for chunk in chunks(list(keys), MAX_BATCH_GET_KEYS):
-            request: dict[str, Any] = {"Keys": [to_item({"pk": key}) for key in chunk], "ConsistentRead": True}
-            for rounds in range(1, 10):
-                with storage_errors("reading synced counters (BatchGetItem)"):
-                    answer = self.client.batch_get_item(RequestItems={self.table_name: request})
-                for item in answer.get("Responses", {}).get(self.table_name, []):
-                    values = from_item(item)
-                    totals[keys[values["pk"]]] += int(values.get("synced") or 0)
-                unprocessed = (answer.get("UnprocessedKeys") or {}).get(self.table_name)
-                if not unprocessed or not unprocessed.get("Keys"):
-                    break
-                backoff(rounds)
-                request = {**unprocessed, "ConsistentRead": True}
-            else:
-                raise StorageError("reading synced counters (BatchGetItem) failed: keys stayed unprocessed")
+            for item in self.get_items(chunk, "reading synced counters (BatchGetItem)").values():
+                values = from_item(item)
+                totals[keys[values["pk"]]] += int(values.get("synced") or 0)
         return totals
 
     def _now_ms(self) -> int:

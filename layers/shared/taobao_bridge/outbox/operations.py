@@ -29,7 +29,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..dynamo import (
     MAX_BATCH_GET_KEYS,
     MAX_QUERY_LIMIT,
-    backoff,
     chunks,
     describe_error,
     error_code,
@@ -64,7 +63,6 @@ LISTABLE_STATES = (RecordState.DUE, *ATTENTION_STATES)
 MAX_PAGE = 1000
 _MAX_CURSOR_CHARS = 4096  # a key is at most 2 KB, its base64 JSON well under this
 _RETRY_WORKERS = 8  # bulk retries are one conditional UpdateItem each: a few in flight keep 1000 within seconds
-_UNPROCESSED_RETRIES = 8
 
 
 class InvalidCursor(BridgeError):
@@ -314,17 +312,5 @@ class RecordOperations(OutboxTable):
         """The items of ``pks`` as stored now (strongly consistent), 100 keys per ``BatchGetItem``."""
         found: dict[str, dict[str, Any]] = {}
         for chunk in chunks(list(dict.fromkeys(pks)), MAX_BATCH_GET_KEYS):
-            request: dict[str, Any] = {"Keys": [to_item({"pk": key}) for key in chunk], "ConsistentRead": True}
-            for rounds in range(1, _UNPROCESSED_RETRIES + 2):
-                with storage_errors("re-reading listed records (BatchGetItem)"):
-                    answer = self.client.batch_get_item(RequestItems={self.table_name: request})
-                for item in answer.get("Responses", {}).get(self.table_name, []):
-                    found[item["pk"]["S"]] = item
-                unprocessed = (answer.get("UnprocessedKeys") or {}).get(self.table_name)
-                if not unprocessed or not unprocessed.get("Keys"):
-                    break
-                backoff(rounds)
-                request = {**unprocessed, "ConsistentRead": True}
-            else:
-                raise StorageError("re-reading listed records (BatchGetItem) failed: keys stayed unprocessed")
+            found.update(self.get_items(chunk, "re-reading listed records (BatchGetItem)"))
         return found

@@ -37,12 +37,11 @@ from ..kinds import Kind
 from .accept import Acceptor
 from .items import is_still_due, pk, record_from_item, settled_item
 from .records import AcceptResult, OutboxRecord, Settlement
-from .table import OutboxTable
+from .table import UNPROCESSED_RETRIES, OutboxTable
 
 __all__ = ["DUE_INDEX", "OutboxStore"]
 
 DUE_INDEX = "due-index"
-_UNPROCESSED_RETRIES = 8  # rounds of UnprocessedItems / UnprocessedKeys before giving up
 # Chunks of one BatchGetItem / BatchWriteItem job in flight at once, on the one (thread-safe) client: two jobs
 # at once (a sync run reads ahead while it settles) stay within the client's pool (dynamo.MAX_POOL_CONNECTIONS).
 _PARALLEL_CHUNKS = 4
@@ -154,25 +153,7 @@ class OutboxStore(OutboxTable):
         return found
 
     def _batch_get_chunk(self, chunk: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        request: dict[str, Any] = {"Keys": [to_item({"pk": pk}) for pk in chunk], "ConsistentRead": True}
-        rounds = 0
-        while True:
-            with storage_errors("re-reading due records (BatchGetItem)"):
-                answer = self.client.batch_get_item(RequestItems={self.table_name: request})
-            for item in answer.get("Responses", {}).get(self.table_name, []):
-                found[item["pk"]["S"]] = item
-            unprocessed = (answer.get("UnprocessedKeys") or {}).get(self.table_name)
-            if not unprocessed or not unprocessed.get("Keys"):
-                return found
-            rounds += 1
-            if rounds > _UNPROCESSED_RETRIES:
-                raise StorageError(
-                    f"re-reading due records (BatchGetItem) failed: {len(unprocessed['Keys'])} keys "
-                    f"stayed unprocessed after {rounds} rounds"
-                )
-            backoff(rounds)
-            request = {**unprocessed, "ConsistentRead": True}
+        return self.get_items(chunk, "re-reading due records (BatchGetItem)")
 
     # ---------------------------------------------------------------------------------------------- settle
     def settle(self, settlements: Sequence[Settlement]) -> None:
@@ -200,7 +181,7 @@ class OutboxStore(OutboxTable):
             if not requests:
                 return
             rounds += 1
-            if rounds > _UNPROCESSED_RETRIES:
+            if rounds > UNPROCESSED_RETRIES:
                 raise StorageError(
                     f"settling records (BatchWriteItem) failed: {len(requests)} items stayed unprocessed "
                     f"after {rounds} rounds"
